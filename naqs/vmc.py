@@ -1,0 +1,476 @@
+"""Variational Monte Carlo ground-state search (NAQS paper, eq. 6 and app. B.3).
+
+One step: draw a batch (exact i.i.d. samples, or Metropolis chains for the baseline),
+compute local energies, and descend the gradient of eq. 6,
+``dE/dW = E_s[ 2 Re((E_loc(s) - E)^* d log psi(s)/dW) ]``, realized as the surrogate loss
+``2 Re mean((E_loc - mean E_loc)^* log psi)`` with E_loc held constant.
+
+The optimizer schedule is a list of stages (Adam with a small batch, Adam with a larger
+batch, SGD with momentum and a larger batch still), each configurable from a TOML/JSON
+file and the command line. Every step's metrics go to ``metrics.jsonl``; a checkpoint is
+written atomically every ``checkpoint_every`` steps, and ``resume`` continues from it
+bit-for-bit (model, optimizer, random streams and Markov chains are all restored).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import sampling
+from .hamiltonian import Hamiltonian, Heisenberg, TransverseFieldIsing
+from .lattice import Lattice, make_lattice
+from .local_energy import last_local_energy_path, local_energy
+from .models import PixelCNN, SymmetricModel
+
+__all__ = ["Stage", "VMCConfig", "VMC", "build_system", "load_config", "default_stages"]
+
+
+@dataclass
+class Stage:
+    """One stage of the optimization schedule."""
+
+    steps: int
+    batch: int
+    optimizer: str = "adam"  # "adam" or "sgd" (with momentum)
+    lr: float = 1e-3
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.9)
+
+    def validate(self, index: int) -> None:
+        if self.steps < 0 or self.batch < 1:
+            raise ValueError(f"stage {index}: steps must be >= 0 and batch >= 1, got {self.steps}, {self.batch}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"stage {index}: optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"stage {index}: lr must be a positive number, got {self.lr}")
+
+
+def default_stages(total_steps: int | None = None) -> list[Stage]:
+    """The paper's schedule (Adam / batch 100 for 10k steps, Adam / batch 1000 for 10k,
+    SGD with momentum / batch 8192 for 5k), scaled to ``total_steps`` when given."""
+    stages = [
+        Stage(10_000, 128, "adam", 1e-3),
+        Stage(10_000, 1024, "adam", 1e-3),
+        Stage(5_000, 8192, "sgd", 1e-3, momentum=0.9),
+    ]
+    if total_steps is not None:
+        total = sum(s.steps for s in stages)
+        stages = [dataclasses.replace(s, steps=max(1, round(s.steps * total_steps / total))) for s in stages]
+        stages[-1].steps = max(1, total_steps - sum(s.steps for s in stages[:-1]))
+    return stages
+
+
+@dataclass
+class VMCConfig:
+    # physical system
+    model: str = "ising"  # "ising" or "heisenberg"
+    lattice: str = "square"
+    size: str = "4x4"
+    pbc: bool = False
+    gamma: float = 3.0
+    j: float = 1.0
+    j1: float = 1.0
+    j2: float = 0.0
+    units: str = "S"  # Heisenberg units ("S" or "pauli"); Ising is always Pauli
+    sz: int | None = None  # 2 S^z_total sector (Heisenberg default: 0 or 1)
+    marshall: bool | None = None  # Marshall sign prefactor (Heisenberg default: on if bipartite)
+    # network
+    n_blocks: int = 10
+    channels: int = 32
+    symmetrize: bool = False
+    spin_flip: bool = False
+    # optimization
+    stages: list[Stage] = field(default_factory=default_stages)
+    sampler: str = "exact"  # "exact" or "mcmc"
+    mcmc_chains: int = 64
+    mcmc_burn_in: int = 100
+    mcmc_thin: int = 10
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    checkpoint_every: int = 100
+    eval_batch: int = 4096
+    exact: bool = True  # compare with exact diagonalization when small enough
+
+    def validate(self) -> None:
+        if self.model not in ("ising", "heisenberg"):
+            raise ValueError(f"model must be 'ising' or 'heisenberg', got {self.model!r}")
+        if self.sampler not in ("exact", "mcmc"):
+            raise ValueError(f"sampler must be 'exact' or 'mcmc', got {self.sampler!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if self.checkpoint_every < 1 or self.eval_batch < 1:
+            raise ValueError("checkpoint_every and eval_batch must be >= 1")
+        if not self.stages:
+            raise ValueError("the schedule needs at least one stage")
+        for i, stage in enumerate(self.stages):
+            stage.validate(i)
+        if self.mcmc_chains < 1 or self.mcmc_thin < 1 or self.mcmc_burn_in < 0:
+            raise ValueError("mcmc_chains, mcmc_thin must be >= 1 and mcmc_burn_in >= 0")
+
+    @property
+    def total_steps(self) -> int:
+        return sum(s.steps for s in self.stages)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["stages"] = [dataclasses.asdict(s) for s in self.stages]
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "VMCConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
+        data = dict(data)
+        if "stages" in data:
+            stages = []
+            for i, s in enumerate(data["stages"]):
+                try:
+                    stage = Stage(**s)
+                except TypeError as err:
+                    raise ValueError(f"stage {i}: {err}") from err
+                stage.betas = tuple(stage.betas)
+                stages.append(stage)
+            data["stages"] = stages
+        return cls(**data)
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    """Read a TOML or JSON configuration file into a dict (keys of VMCConfig)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"configuration file {path} does not exist")
+    text = path.read_text()
+    if path.suffix == ".json":
+        return json.loads(text)
+    if path.suffix == ".toml":
+        return tomllib.loads(text)
+    raise ValueError(f"configuration file must end in .toml or .json, got {path.name}")
+
+
+def build_system(config: VMCConfig) -> tuple[Lattice, Hamiltonian]:
+    lattice = make_lattice(config.lattice, config.size, config.pbc)
+    if lattice.shape is None:
+        raise ValueError(f"the PixelCNN needs a grid lattice; {lattice.name} has no Lx x Ly shape")
+    if config.model == "ising":
+        return lattice, TransverseFieldIsing(lattice, config.gamma, config.j)
+    return lattice, Heisenberg(lattice, config.j1, config.j2, units=config.units)
+
+
+def build_model(config: VMCConfig, lattice: Lattice):
+    lx, ly = lattice.shape
+    magnetization = None
+    sign_rule = None
+    if config.model == "heisenberg":
+        magnetization = config.sz if config.sz is not None else lattice.n_sites % 2
+        marshall = config.marshall if config.marshall is not None else lattice.sublattice is not None
+        if marshall:
+            if lattice.sublattice is None:
+                raise ValueError(f"the Marshall sign needs a bipartite lattice; {lattice.name} is not")
+            sign_rule = lattice.sublattice
+    elif config.sz is not None:
+        magnetization = config.sz
+    model = PixelCNN(lx, ly, config.n_blocks, config.channels, magnetization=magnetization, sign_rule=sign_rule)
+    if config.symmetrize:
+        perms, flips = lattice.symmetry_group(spin_flip=config.spin_flip)
+        model = SymmetricModel(model, perms, flips)
+    dtype = torch.float64 if config.dtype == "float64" else torch.float32
+    return model.to(device=config.device, dtype=dtype)
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(text: str, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def estimate(eloc: torch.Tensor, spins: torch.Tensor) -> dict:
+    """Energy, its standard error (i.i.d. estimate), variance and magnetizations."""
+    e = eloc.real.double()
+    n = spins.shape[1]
+    total = spins.double().sum(1)
+    count = e.numel()
+    variance = float(e.var(unbiased=True)) if count > 1 else float("nan")
+    return {
+        "energy": float(e.mean()),
+        "energy_error": math.sqrt(variance / count) if count > 1 else float("nan"),
+        "variance": variance,
+        "energy_imag": float(eloc.imag.double().mean()),
+        "magnetization": float(total.mean() / n),
+        "abs_magnetization": float(total.abs().mean() / n),
+    }
+
+
+class VMC:
+    """The VMC driver. ``run()`` trains (resuming when asked), evaluates and writes
+    ``metrics.jsonl``, ``checkpoint.pt``, ``summary.json``, ``config.json`` and plots
+    into ``out_dir``."""
+
+    def __init__(self, config: VMCConfig, out_dir: str | os.PathLike, progress: bool = True):
+        config.validate()
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        self.lattice, self.hamiltonian = build_system(config)
+        torch.manual_seed(config.seed)  # parameter initialization
+        self.model = build_model(config, self.lattice)
+        self.generator = torch.Generator(device=config.device).manual_seed(config.seed + 1)
+        self.step = 0  # global step
+        self.optimizer = None
+        self.optimizer_stage = -1
+        self.chains = None  # Metropolis chain states, carried across steps
+        self.exact_energy = None
+        self.sample_path = "none"
+        self.energy_path = "none"
+
+    # ------------------------------------------------------------------ schedule
+    def stage_of(self, step: int) -> int:
+        end = 0
+        for i, stage in enumerate(self.config.stages):
+            end += stage.steps
+            if step < end:
+                return i
+        return len(self.config.stages) - 1
+
+    def _make_optimizer(self, stage: Stage):
+        params = self.model.parameters()
+        if stage.optimizer == "adam":
+            return torch.optim.Adam(params, lr=stage.lr, betas=tuple(stage.betas))
+        return torch.optim.SGD(params, lr=stage.lr, momentum=stage.momentum)
+
+    def _ensure_optimizer(self, index: int):
+        if self.optimizer_stage == index:
+            return
+        stage = self.config.stages[index]
+        previous = self.config.stages[self.optimizer_stage] if self.optimizer_stage >= 0 else None
+        same = previous is not None and (previous.optimizer, previous.lr, previous.momentum, tuple(previous.betas)) == (
+            stage.optimizer,
+            stage.lr,
+            stage.momentum,
+            tuple(stage.betas),
+        )
+        if not same:  # a larger batch with the same optimizer keeps Adam's moments
+            self.optimizer = self._make_optimizer(stage)
+        self.optimizer_stage = index
+
+    # ------------------------------------------------------------------ sampling
+    def draw(self, batch: int):
+        cfg = self.config
+        if cfg.sampler == "exact":
+            spins, log_psi = sampling.exact_sample(self.model, batch, generator=self.generator)
+            self.sample_path = sampling.last_sampler_path()
+            return spins, log_psi, float("nan")
+        n = self.lattice.n_sites
+        magnetization = getattr(self.model, "magnetization", None)
+        move = "exchange" if magnetization is not None else "flip"
+        first = self.chains is None
+        result = sampling.metropolis_sample(
+            self.model.log_psi,
+            n,
+            batch,
+            n_chains=cfg.mcmc_chains,
+            move=move,
+            magnetization=magnetization,
+            burn_in=cfg.mcmc_burn_in if first else 0,
+            thin=cfg.mcmc_thin,
+            generator=self.generator,
+            initial=self.chains,
+            device=cfg.device,
+        )
+        self.chains = result.last
+        self.sample_path = "metropolis"
+        return result.samples, result.log_psi, result.acceptance
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self) -> dict:
+        index = self.stage_of(self.step)
+        stage = self.config.stages[index]
+        self._ensure_optimizer(index)
+        start = time.perf_counter()
+        spins, log_psi, acceptance = self.draw(stage.batch)
+        with torch.no_grad():
+            eloc = local_energy(self.model, self.hamiltonian, spins, log_psi=log_psi)
+        self.energy_path = last_local_energy_path()
+        log_psi_grad = self.model.log_psi(spins)
+        centered = (eloc - eloc.mean()).conj().to(log_psi_grad.dtype)
+        loss = 2.0 * (centered * log_psi_grad).real.mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.config.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        metrics = estimate(eloc, spins)
+        metrics.update(
+            step=self.step,
+            stage=index,
+            batch=stage.batch,
+            lr=stage.lr,
+            acceptance=acceptance,
+            seconds=time.perf_counter() - start,
+        )
+        if not math.isfinite(metrics["energy"]):
+            raise FloatingPointError(f"step {self.step}: the energy is not finite; lower the learning rate")
+        self.step += 1
+        return metrics
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+    def save_checkpoint(self) -> None:
+        state = {
+            "config": self.config.to_dict(),
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+            "optimizer_stage": self.optimizer_stage,
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "chains": self.chains,
+        }
+        _atomic_save(state, self.checkpoint_path)
+
+    def load_checkpoint(self) -> None:
+        state = torch.load(self.checkpoint_path, map_location=self.config.device, weights_only=False)
+        saved = VMCConfig.from_dict(state["config"])
+        for key in ("model", "lattice", "size", "pbc", "n_blocks", "channels", "symmetrize", "spin_flip", "sz"):
+            if getattr(saved, key) != getattr(self.config, key):
+                raise ValueError(
+                    f"cannot resume: the checkpoint has {key}={getattr(saved, key)!r}, the run asks for {getattr(self.config, key)!r}"
+                )
+        self.model.load_state_dict(state["model"])
+        self.step = int(state["step"])
+        self.optimizer_stage = -1
+        if state["optimizer"] is not None:
+            self._ensure_optimizer(int(state["optimizer_stage"]))
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"].cpu() if hasattr(state["generator"], "cpu") else state["generator"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        self.chains = state["chains"]
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, batch: int | None = None) -> dict:
+        batch = batch or self.config.eval_batch
+        spins_list, eloc_list = [], []
+        chunk = 4096
+        for start in range(0, batch, chunk):
+            n = min(chunk, batch - start)
+            spins, log_psi, _ = self.draw(n)
+            spins_list.append(spins)
+            eloc_list.append(local_energy(self.model, self.hamiltonian, spins, log_psi=log_psi))
+        return estimate(torch.cat(eloc_list), torch.cat(spins_list))
+
+    def compute_exact(self) -> float | None:
+        """Exact ground-state energy when the system is small enough (N <= 24
+        for Heisenberg in a sector, N <= 20 for Ising)."""
+        if not self.config.exact:
+            return None
+        n = self.lattice.n_sites
+        try:
+            from . import ed
+        except ImportError:
+            return None
+        if self.config.model == "ising":
+            if n > 20:
+                return None
+            result = ed.ground_state(self.hamiltonian, sz=None, progress=False)
+        else:
+            if n > 24:
+                return None
+            sz = getattr(self.model, "magnetization", None)
+            result = ed.ground_state(self.hamiltonian, sz=sz, progress=False)
+        return float(result.energy)
+
+    # ------------------------------------------------------------------ main loop
+    def run(self, resume: bool = False) -> dict:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        metrics_path = self.out_dir / "metrics.jsonl"
+        if resume:
+            if not self.checkpoint_path.exists():
+                raise FileNotFoundError(f"--resume: no checkpoint in {self.out_dir}")
+            self.load_checkpoint()
+            # drop metric lines written after the checkpoint, so the log matches the state
+            if metrics_path.exists():
+                lines = metrics_path.read_text().splitlines()[: self.step]
+                _atomic_write_text("".join(line + "\n" for line in lines), metrics_path)
+        else:
+            if self.checkpoint_path.exists():
+                raise FileExistsError(f"{self.out_dir} already holds a run; pass --resume to continue it or use another --out")
+            metrics_path.write_text("")
+        _atomic_write_text(json.dumps(self.config.to_dict(), indent=2), self.out_dir / "config.json")
+        self.exact_energy = self.compute_exact()
+        total = self.config.total_steps
+        started = time.perf_counter()
+        bar = tqdm(total=total, initial=self.step, disable=not self.progress, desc="VMC", unit="step")
+        with metrics_path.open("a") as log:
+            while self.step < total:
+                metrics = self.train_step()
+                log.write(json.dumps(metrics) + "\n")
+                if self.step % self.config.checkpoint_every == 0 or self.step == total:
+                    log.flush()
+                    self.save_checkpoint()
+                bar.update(1)
+                postfix = {"E": f"{metrics['energy']:.5f}", "var": f"{metrics['variance']:.2e}"}
+                if self.exact_energy is not None:
+                    postfix["rel"] = f"{abs(metrics['energy'] - self.exact_energy) / abs(self.exact_energy):.1e}"
+                bar.set_postfix(postfix)
+        bar.close()
+        train_seconds = time.perf_counter() - started
+        final = self.evaluate()
+        summary = self.summary(final, train_seconds)
+        _atomic_write_text(json.dumps(summary, indent=2), self.out_dir / "summary.json")
+        try:
+            from .plots import plot_training
+
+            plot_training(metrics_path, self.out_dir / "training.png", exact_energy=self.exact_energy, units=self.units)
+        except Exception as err:  # a plot must never lose a finished run
+            summary["plot_error"] = str(err)
+        return summary
+
+    @property
+    def units(self) -> str:
+        return self.hamiltonian.units
+
+    def summary(self, final: dict, seconds: float) -> dict:
+        n = self.lattice.n_sites
+        out = dict(final)
+        out.update(
+            energy_per_site=final["energy"] / n,
+            steps=self.step,
+            seconds=seconds,
+            units=self.units,
+            n_sites=n,
+            eval_batch=self.config.eval_batch,
+            system=self.hamiltonian.describe(),
+            model=self.model.describe(),
+            sampler=self.config.sampler,
+            sampler_path=self.sample_path,
+            local_energy_path=self.energy_path,
+            device=self.config.device,
+        )
+        if self.exact_energy is not None:
+            out["exact_energy"] = self.exact_energy
+            out["exact_energy_per_site"] = self.exact_energy / n
+            out["relative_error"] = abs(final["energy"] - self.exact_energy) / abs(self.exact_energy)
+        return out
