@@ -69,3 +69,227 @@ def exchange_connections(spins: torch.Tensor, edges: torch.Tensor, exchange: tor
         return exchange_connections_reference(spins, edges, exchange)
     warn_fallback("exchange_connections", "naqs._C is not built")
     return exchange_connections_reference(spins, edges, exchange)
+
+
+# ---------------------------------------------------------------------- PixelCNN kernels
+# The row-cached engine (csrc/pixelcnn, docs/engine.md). Every function below computes
+# exactly what a reference in naqs.models / naqs.local_energy computes; tests hold them
+# equal. Log-psi values come back as complex128 whatever the model dtype: the per-site
+# log-conditionals are summed in float64, so differences of log psi (local energies)
+# keep float64 accuracy even for float32 networks.
+
+import math  # noqa: E402  (kept inside the PixelCNN section)
+
+_PIXELCNN_KEYS = ("wv0", "wv", "bv", "wh0", "wh", "bh", "wo", "bo")
+
+
+def _pixelcnn_base(model):
+    """``(base PixelCNN, symmetric?)`` or ``(None, False)`` for other models."""
+    from .models.pixelcnn import PixelCNN
+    from .models.symmetric import SymmetricModel
+
+    if isinstance(model, SymmetricModel):
+        return (model.base, True) if isinstance(model.base, PixelCNN) else (None, False)
+    return (model, False) if isinstance(model, PixelCNN) else (None, False)
+
+
+def _pixelcnn_kernel(base) -> tuple[str | None, str]:
+    """``(path, why-not)`` for a PixelCNN: the kernel that would run it, if any."""
+    if _C is None:
+        return None, f"naqs._C is not importable ({_IMPORT_ERROR})"
+    if not hasattr(_C, "pixelcnn_sample"):
+        return None, "this build of naqs._C has no PixelCNN kernels"
+    dtype = base.out_weight.dtype
+    if dtype not in (torch.float32, torch.float64):
+        return None, f"the kernels take float32/float64 models, this one is {dtype}"
+    dev = base.out_weight.device.type
+    if dev == "cpu":
+        return "kernel-cpu", ""
+    if dev == "cuda":
+        if _C.build_info()["cuda"]:
+            return "kernel-cuda", ""
+        return None, "naqs._C was built without CUDA"
+    return None, f"no kernel for device {dev}"
+
+
+def _packed_weights(base) -> list[torch.Tensor]:
+    with torch.no_grad():
+        packed = base.packed_weights()
+    return [packed[k].detach().contiguous() for k in _PIXELCNN_KEYS]
+
+
+def pixelcnn_sample_path(model) -> str | None:
+    """Name of the kernel that would sample ``model`` (``"kernel-cpu"`` /
+    ``"kernel-cuda"``), or None when only the reference can (warns once)."""
+    base, _ = _pixelcnn_base(model)
+    if base is None:
+        return None
+    path, why = _pixelcnn_kernel(base)
+    if path is None:
+        warn_fallback("pixelcnn_sample", why)
+    return path
+
+
+@torch.no_grad()
+def pixelcnn_sample(model, uniforms: torch.Tensor):
+    """Row-cached exact sampling of a PixelCNN: ``(spins int8 [B, N], log_psi
+    complex128 [B])`` without the model's sign rule (the caller adds it). Site i is +1
+    iff ``uniforms[b, i] < |psi_i(+1)|^2`` computed in the model dtype, as
+    ``PixelCNN.sample_reference`` does, so both return the same samples."""
+    base, symmetric = _pixelcnn_base(model)
+    if base is None or symmetric:
+        raise TypeError(f"pixelcnn_sample samples a PixelCNN, got {type(model).__name__}")
+    dev = base.out_weight.device
+    u = uniforms.to(device=dev, dtype=torch.float64).contiguous()
+    spins, log_psi = _C.pixelcnn_sample(_packed_weights(base), base.lx, base.ly, base.magnetization, u)
+    return spins, torch.view_as_complex(log_psi)
+
+
+def _sign_count(base, spins: torch.Tensor) -> torch.Tensor:
+    return ((spins > 0).to(base.sign_rule.dtype) * base.sign_rule).sum(1).double()
+
+
+@torch.no_grad()
+def pixelcnn_log_psi_kernel(model, spins: torch.Tensor) -> torch.Tensor:
+    """No-grad ``log psi`` by the kernel, complex128 ``[B]`` (sign rule and, for a
+    SymmetricModel, eqs. B1-B2 included)."""
+    base, symmetric = _pixelcnn_base(model)
+    if base is None:
+        raise TypeError(f"pixelcnn_log_psi_kernel needs a PixelCNN or SymmetricModel of one, got {type(model).__name__}")
+    if symmetric:
+        g = model.n_transforms
+        values = pixelcnn_log_psi_kernel(base, model.transform(spins).reshape(g * spins.shape[0], -1))
+        return _symmetric_combine(values.reshape(g, spins.shape[0]))
+    s = spins.to(device=base.out_weight.device, dtype=torch.int8).contiguous()
+    out = torch.view_as_complex(_C.pixelcnn_log_psi(_packed_weights(base), base.lx, base.ly, base.magnetization, s))
+    if base.sign_rule is not None:
+        out = out + 1j * math.pi * _sign_count(base, s)
+    return out
+
+
+def _symmetric_combine(values: torch.Tensor) -> torch.Tensor:
+    """Eqs. B1-B2 over the leading (transformation) axis of complex ``values``."""
+    g = values.shape[0]
+    re = 0.5 * (torch.logsumexp(2.0 * values.real, dim=0) - math.log(g))
+    im = torch.angle(torch.exp(1j * values.imag).sum(dim=0))
+    return torch.complex(re, im)
+
+
+class PixelCNNLogPsi(torch.autograd.Function):
+    """``log psi(s)`` with the forward by the row-cached kernel and the backward by
+    recomputation through the reference under autograd (activation-checkpoint style:
+    nothing is saved in the forward but the inputs). Inputs: the model, the spins and
+    the model's parameters (so that autograd routes their gradients here)."""
+
+    @staticmethod
+    def forward(ctx, model, spins, *params):
+        ctx.model = model
+        ctx.save_for_backward(spins)
+        value = pixelcnn_log_psi_kernel(model, spins)
+        dtype = torch.complex128 if model.out_weight.dtype == torch.float64 else torch.complex64
+        return value.to(dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (spins,) = ctx.saved_tensors
+        params = [p for p in ctx.model.parameters()]
+        with torch.enable_grad():
+            value = ctx.model.log_psi(spins)
+            wanted = [p for p in params if p.requires_grad]
+            grads = torch.autograd.grad(value, wanted, grad_out, allow_unused=True)
+        it = iter(grads)
+        out = [next(it) if p.requires_grad else None for p in params]
+        return (None, None, *out)
+
+
+def pixelcnn_log_psi(model, spins: torch.Tensor) -> torch.Tensor:
+    """Differentiable ``log psi`` of a PixelCNN (sign rule included) through the
+    kernel; complex64 for float32 models, complex128 for float64. Falls back to
+    ``model.log_psi`` (warning once) when no kernel can run it."""
+    base, symmetric = _pixelcnn_base(model)
+    if base is None or symmetric:
+        return model.log_psi(spins)
+    path, why = _pixelcnn_kernel(base)
+    if path is None:
+        warn_fallback("pixelcnn_log_psi", why)
+        return model.log_psi(spins)
+    return PixelCNNLogPsi.apply(base, spins.to(torch.int8), *base.parameters())
+
+
+def connected_log_psi_path(model, hamiltonian=None) -> str | None:
+    """Name of the kernel that evaluates connected log-psi for this model (a PixelCNN
+    or a SymmetricModel of one; any Hamiltonian of 1- and 2-spin flips), or None
+    (warns once)."""
+    base, _ = _pixelcnn_base(model)
+    if base is None:
+        return None
+    path, why = _pixelcnn_kernel(base)
+    if path is None:
+        warn_fallback("connected_log_psi", why)
+    return path
+
+
+def _default_budget(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(max(1 << 28, min(8 << 30, free // 3)))
+    return 1 << 28
+
+
+@torch.no_grad()
+def _base_connected(base, spins, flips, counts, memory_budget):
+    out = torch.view_as_complex(
+        _C.pixelcnn_connected(
+            _packed_weights(base), base.lx, base.ly, base.magnetization, spins, flips, counts, memory_budget
+        )
+    )
+    if base.sign_rule is not None:
+        count = _sign_count(base, spins)[:, None]
+        for q in range(2):
+            site = flips[:, :, q]
+            valid = site >= 0
+            idx = site.clamp(min=0)
+            s_at = spins.gather(1, idx)
+            delta = torch.where(s_at > 0, -1.0, 1.0).double() * base.sign_rule.double()[idx]
+            count = count + torch.where(valid, delta, torch.zeros_like(delta))
+        out = out + 1j * math.pi * count
+        mask = torch.arange(flips.shape[1], device=flips.device)[None, :] < counts[:, None]
+        out = torch.where(mask, out, torch.zeros_like(out))  # padding rows hold 0
+    return out
+
+
+@torch.no_grad()
+def connected_log_psi(model, spins, flips, counts, memory_budget: int | None = None):
+    """``log psi`` of every connected configuration, complex128 ``[B, M]`` (padding
+    rows 0): equals ``naqs.local_energy.connected_log_psi_reference``. Each value is
+    ``P_k(s) + sum_{i>=k} log psi_i(s'_i)`` with k the first flipped site and P_k the
+    sample's own float64 prefix, so ``log psi(s') - log psi(s)`` comes from the
+    differing suffix only. A SymmetricModel evaluates each transformation T on T s with
+    the flips mapped through the permutation, then combines with eqs. B1-B2."""
+    base, symmetric = _pixelcnn_base(model)
+    if base is None:
+        raise TypeError(f"connected_log_psi needs a PixelCNN or SymmetricModel of one, got {type(model).__name__}")
+    dev = base.out_weight.device
+    spins = spins.to(device=dev, dtype=torch.int8).contiguous()
+    flips = flips.to(device=dev, dtype=torch.int64).contiguous()
+    counts = counts.to(device=dev, dtype=torch.int64).contiguous()
+    budget = int(memory_budget) if memory_budget is not None else _default_budget(dev)
+    if not symmetric:
+        return _base_connected(base, spins, flips, counts, budget)
+    values = []
+    for g in range(model.n_transforms):
+        images = _image(model, spins, g)
+        inv = model.inverse_perms[g]
+        mapped = torch.where(flips >= 0, inv[flips.clamp(min=0)], flips).contiguous()
+        values.append(_base_connected(base, images, mapped, counts, budget))
+    out = _symmetric_combine(torch.stack(values))
+    mask = torch.arange(flips.shape[1], device=dev)[None, :] < counts[:, None]
+    return torch.where(mask, out, torch.zeros_like(out))
+
+
+def _image(model, spins, g):
+    """``T_g s`` for one transformation: ``[B, N]`` int8."""
+    image = spins[:, model.perms[g]]
+    if bool(model.flips[g]):
+        image = -image
+    return image.contiguous()
