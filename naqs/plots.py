@@ -29,21 +29,23 @@ def plot_training(metrics_path, out_path, exact_energy: float | None = None, uni
     energy = np.array([r["energy"] for r in rows])
     error = np.array([r["energy_error"] for r in rows])
     variance = np.array([r["variance"] for r in rows])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    panels = 3 if exact_energy is not None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4))
     ax = axes[0]
+    ax.plot(step, energy, lw=0.8, label="E (batch mean)")
+    ax.fill_between(step, energy - error, energy + error, alpha=0.3)
+    ax.set_ylabel(f"energy [{units}]")
     if exact_energy is not None:
+        ax.axhline(exact_energy, color="k", ls="--", lw=0.8, label="exact (ED)")
         rel = np.abs(energy - exact_energy) / abs(exact_energy)
-        ax.semilogy(step, rel, lw=0.8, label="|E - E_exact| / |E_exact|")
-        ax.set_ylabel("relative error")
-    else:
-        ax.plot(step, energy, lw=0.8, label="E")
-        ax.fill_between(step, energy - error, energy + error, alpha=0.3)
-        ax.set_ylabel(f"energy [{units}]")
+        axes[2].semilogy(step, np.maximum(rel, 1e-12), lw=0.8, color="C2")
+        axes[2].set_xlabel("step")
+        axes[2].set_ylabel("|E - E_exact| / |E_exact|")
     stages = [r["stage"] for r in rows]
     for i in range(1, len(rows)):
         if stages[i] != stages[i - 1]:
-            ax.axvline(step[i], color="gray", ls=":", lw=0.8)
-            axes[1].axvline(step[i], color="gray", ls=":", lw=0.8)
+            for a in axes:
+                a.axvline(step[i], color="gray", ls=":", lw=0.8)
     ax.set_xlabel("step")
     ax.legend()
     axes[1].semilogy(step, np.maximum(variance, 1e-16), lw=0.8, color="C1")

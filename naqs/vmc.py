@@ -33,7 +33,7 @@ from .lattice import Lattice, make_lattice
 from .local_energy import last_local_energy_path, local_energy
 from .models import PixelCNN, SymmetricModel
 
-__all__ = ["Stage", "VMCConfig", "VMC", "build_system", "load_config", "default_stages"]
+__all__ = ["Stage", "VMCConfig", "VMC", "build_system", "build_model", "load_config", "default_stages", "vmc_loss", "estimate"]
 
 
 @dataclass
@@ -203,6 +203,20 @@ def _atomic_write_text(text: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def vmc_loss(eloc: torch.Tensor, log_psi: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Surrogate loss whose gradient is eq. 6: ``2 Re E[(E_loc - E)^* d log psi]``.
+
+    ``eloc`` is held constant; ``weights`` (summing to 1) replace the sample mean, so
+    that with ``weights = |psi|^2`` over the whole basis the gradient is exact."""
+    eloc = eloc.detach()
+    if weights is None:
+        weights = torch.full(eloc.shape, 1.0 / max(1, eloc.numel()), dtype=torch.float64, device=eloc.device)
+    weights = weights.detach().to(torch.float64)
+    energy = (weights * eloc).sum()
+    centered = ((eloc - energy).conj() * weights).to(log_psi.dtype)
+    return 2.0 * (centered * log_psi).real.sum()
+
+
 def estimate(eloc: torch.Tensor, spins: torch.Tensor) -> dict:
     """Energy, its standard error (i.i.d. estimate), variance and magnetizations."""
     e = eloc.real.double()
@@ -311,8 +325,7 @@ class VMC:
             eloc = local_energy(self.model, self.hamiltonian, spins, log_psi=log_psi)
         self.energy_path = last_local_energy_path()
         log_psi_grad = self.model.log_psi(spins)
-        centered = (eloc - eloc.mean()).conj().to(log_psi_grad.dtype)
-        loss = 2.0 * (centered * log_psi_grad).real.mean()
+        loss = vmc_loss(eloc, log_psi_grad)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

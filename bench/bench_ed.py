@@ -1,0 +1,175 @@
+"""Benchmark of the exact-diagonalization matvec and ground-state solve.
+
+    python bench/bench_ed.py --device cpu  [--clusters square-4x4 square-24 ...]
+    python bench/bench_ed.py --device cuda --clusters square-24 square-30 --lanczos
+
+Prints a table per cluster: dim, device, kernel variant, median time per matvec
+(after warm-up; CUDA events on the GPU), rows/s, the memory-traffic floor, the
+ratio to it, the total ground-state time and energy. Writes the table with date,
+device and git commit to bench/results/ed-<device>-<date>.md.
+
+Bandwidth-floor model (bytes a gather-form matvec must move through memory, each
+item once): per row the basis word (8 B), x[r] (8 B) and y[r] (8 B); per off-diagonal
+connection one x gather (8 B). The number of connections is exact:
+sum over edges with exch != 0 of #{sector states with s_i != s_j} = 2 C(N-2, k-1) each.
+The rank tables (<= 1 MiB) stay in cache and are not counted. Random gathers really
+move a 32-byte sector for 8 useful bytes when neighbours in x are not reused, so a
+ratio near 1 needs locality; the floor is the ideal, not a promise. Bandwidth is
+measured on the spot with a large device-to-device (or host) copy, read + write bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from naqs import ed, ops  # noqa: E402
+from naqs.hamiltonian import Heisenberg  # noqa: E402
+from naqs.lattice import cluster, square  # noqa: E402
+
+
+def make(name: str):
+    if name == "square-4x4":
+        return Heisenberg(square(4, 4, pbc=True), 1.0, 0.0, units="pauli")
+    if name == "square-5x4":
+        return Heisenberg(square(5, 4, pbc=True), 1.0, 0.5, units="pauli")
+    j2 = {"square": 0.0, "triangle": 1.0, "kagome": 1.0}[name.split("-")[0]]
+    return Heisenberg(cluster(name), 1.0, j2, units="pauli")
+
+
+def measure_bandwidth(device: str) -> float:
+    """Bytes/s of a large copy (read + write)."""
+    n = (1 << 28) if device != "cpu" else (1 << 25)  # 2 GiB / 256 MiB of float64
+    a = torch.rand(n, dtype=torch.float64, device=device)
+    b = torch.empty_like(a)
+    times = []
+    for _ in range(5):
+        if device != "cpu":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            b.copy_(a)
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            b.copy_(a)
+            times.append(time.perf_counter() - t0)
+    del a, b
+    return 2 * 8 * n / statistics.median(times[1:])
+
+
+def time_matvec(op, x, repeats: int, device: str) -> float:
+    for _ in range(2):
+        op(x)
+    times = []
+    for _ in range(repeats):
+        if device != "cpu":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            y = op(x)
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            y = op(x)
+            times.append(time.perf_counter() - t0)
+        del y
+    return statistics.median(times)
+
+
+def floor_bytes(h: Heisenberg, n_up: int) -> tuple[float, int]:
+    n = h.n_sites
+    dim = math.comb(n, n_up)
+    n_exchange = int((h.exchange_couplings != 0).sum())
+    connections = n_exchange * 2 * math.comb(n - 2, n_up - 1)
+    return 24.0 * dim + 8.0 * connections, connections
+
+
+def git_commit() -> str:
+    if os.environ.get("NAQS_GIT_COMMIT"):
+        return os.environ["NAQS_GIT_COMMIT"]
+    try:
+        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True,
+                                       stderr=subprocess.DEVNULL).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--clusters", nargs="+", default=["square-4x4", "square-5x4", "square-24"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--lanczos", action="store_true", help="also time the full ground-state solve")
+    parser.add_argument("--variants", nargs="+", type=int, default=[0], help="CUDA rank-table variants (0 shared, 1 global)")
+    parser.add_argument("--out", default=None, help="results file (default bench/results/ed-<device>-<date>.md)")
+    args = parser.parse_args()
+    device = args.device
+    if device != "cpu" and not ops.cuda_available():
+        raise SystemExit(f"--device {device} needs the CUDA build of naqs._C: build_info={ops.build_info()}")
+    dev_name = torch.cuda.get_device_name(0) if device != "cpu" else f"CPU x{torch.get_num_threads()} threads"
+    bandwidth = measure_bandwidth(device)
+    header = (f"| cluster | N | dim | device | variant | matvec ms | rows/s | floor GB | floor ms | ratio | "
+              f"solve s | matvecs | energy (pauli) | residual |")
+    lines = [header, "|" + "---|" * 14]
+    print(f"device: {dev_name}; measured copy bandwidth {bandwidth / 1e9:.0f} GB/s", flush=True)
+    print(header, flush=True)
+    for name in args.clusters:
+        h = make(name)
+        n = h.n_sites
+        n_up = n // 2
+        op = ed.SectorOperator(h, n_up, device=device)
+        gen = torch.Generator().manual_seed(0)
+        x = (torch.rand(op.dim, generator=gen, dtype=torch.float64) - 0.5).to(device)
+        fbytes, _ = floor_bytes(h, n_up)
+        floor_s = fbytes / bandwidth
+        variants = args.variants if device != "cpu" else [0]
+        for variant in variants:
+            op.variant = variant
+            t = time_matvec(op, x, args.repeats, device)
+            solve, energy, residual, count = "", "", "", ""
+            if args.lanczos and variant == variants[0]:
+                del x
+                if device != "cpu":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                res = ed.ground_state(h, sz=0, device=device, cache=False, progress=False)
+                solve = f"{time.perf_counter() - t0:.2f}"
+                energy, residual, count = f"{res.energy:.8f}", f"{res.residual:.1e}", str(res.matvecs)
+                x = (torch.rand(op.dim, generator=gen, dtype=torch.float64) - 0.5).to(device)
+            row = (f"| {name} | {n} | {op.dim} | {device} | {variant} | {t * 1e3:.2f} | {op.dim / t:.3g} | "
+                   f"{fbytes / 1e9:.2f} | {floor_s * 1e3:.2f} | {t / floor_s:.2f} | {solve} | {count} | {energy} | {residual} |")
+            lines.append(row)
+            print(row, flush=True)
+        del op, x
+        if device != "cpu":
+            torch.cuda.empty_cache()
+    date = dt.date.today().isoformat()
+    out = Path(args.out) if args.out else Path(__file__).resolve().parent / "results" / f"ed-{device.split(':')[0]}-{date}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = (f"# ED matvec benchmark\n\n- date: {date}\n- device: {dev_name}\n- commit: {git_commit()}\n"
+            f"- torch: {torch.__version__}; naqs._C: {ops.build_info()}\n"
+            f"- measured copy bandwidth: {bandwidth / 1e9:.0f} GB/s (read + write)\n"
+            f"- command: `python bench/bench_ed.py {' '.join(sys.argv[1:])}`\n"
+            "- floor model: 24 B per row (basis, x[r], y[r]) + 8 B per off-diagonal connection (x gather)\n\n"
+            + "\n".join(lines) + "\n")
+    out.write_text(text)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
