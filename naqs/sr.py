@@ -27,8 +27,8 @@ space (the push-through identity (A^T A + l)^-1 A^T b = A^T (A A^T + l)^-1 b wit
 system), or by conjugate gradients (``solver="cg"``, matrix-free).
 
 Local energies use the Hamiltonian's ``diagonal``/``connections`` and
-:func:`naqs.hamiltonian.apply_flips`. ``metropolis_sample`` has the signature of the
-planned ``naqs.sampling.metropolis_sample`` (to be de-duplicated when that lands).
+:func:`naqs.hamiltonian.apply_flips`. Samples come from
+:func:`naqs.sampling.metropolis_sample` (exchange moves in the sz = 0 sector).
 """
 
 from __future__ import annotations
@@ -45,11 +45,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .sampling import metropolis_sample
 from .models.dense import DenseNet
 
 __all__ = [
-    "MetropolisResult",
-    "metropolis_sample",
     "SignAmplitudeState",
     "local_energies",
     "sr_update",
@@ -58,92 +57,6 @@ __all__ = [
     "full_basis_overlap",
     "run_sr_sweep",
 ]
-
-
-# ============================================================== sampling
-@dataclass
-class MetropolisResult:
-    samples: torch.Tensor  # [n_samples, N] int8
-    acceptance: float
-    last: torch.Tensor  # [n_chains, N] int8
-
-
-def _random_configs(n_chains, n_sites, magnetization, generator, device):
-    """Random configurations with sum(s) = magnetization (uniform over the sector)."""
-    n_up = (n_sites + magnetization) // 2
-    keys = torch.rand(n_chains, n_sites, generator=generator, device=_gen_device(generator))
-    order = keys.argsort(dim=1)
-    spins = torch.full((n_chains, n_sites), -1, dtype=torch.int8, device=order.device)
-    spins.scatter_(1, order[:, :n_up], 1)
-    return spins.to(device)
-
-
-def _gen_device(generator):
-    return generator.device if generator is not None else torch.device("cpu")
-
-
-@torch.no_grad()
-def metropolis_sample(log_psi, n_sites: int, n_samples: int, *, n_chains: int = 16, move: str = "flip",
-                      magnetization: int | None = None, burn_in: int | None = None, thin: int | None = None,
-                      generator: torch.Generator | None = None, initial: torch.Tensor | None = None,
-                      device="cpu") -> MetropolisResult:
-    """Metropolis-Hastings samples of |psi|^2 with ``n_chains`` parallel chains.
-
-    ``log_psi`` maps int8 ``[B, N]`` (+1/-1) to complex ``[B]``. ``move="exchange"``
-    swaps a random up spin with a random down spin (stays in the magnetization sector of
-    the start, ``magnetization`` = sum of spins, default 0); ``"flip"`` flips one random
-    spin. Both proposals are symmetric, so the acceptance is min(1, |psi'/psi|^2).
-    ``burn_in`` steps (default 10 N, or N when ``initial`` continues earlier chains), then
-    one sample per chain every ``thin`` steps (default N/2)."""
-    if move not in ("flip", "exchange"):
-        raise ValueError(f"move must be 'flip' or 'exchange', got {move!r}")
-    if n_sites < 2 or n_samples < 1 or n_chains < 1:
-        raise ValueError(f"need n_sites >= 2, n_samples >= 1, n_chains >= 1 (got {n_sites}, {n_samples}, {n_chains})")
-    device = torch.device(device)
-    if initial is not None:
-        spins = initial.to(device=device, dtype=torch.int8).clone()
-        if spins.dim() != 2 or spins.shape[1] != n_sites:
-            raise ValueError(f"initial must have shape [n_chains, {n_sites}], got {list(spins.shape)}")
-        n_chains = spins.shape[0]
-    else:
-        m = 0 if magnetization is None else int(magnetization)
-        if abs(m) > n_sites or (n_sites + m) % 2:
-            raise ValueError(f"magnetization {m} is impossible for {n_sites} sites")
-        spins = _random_configs(n_chains, n_sites, m, generator, device)
-    if move == "exchange":
-        up = (spins == 1).sum(1)
-        if bool(((up == 0) | (up == n_sites)).any()):
-            raise ValueError("exchange moves need at least one up and one down spin per chain")
-    burn_in = (n_sites if initial is not None else 10 * n_sites) if burn_in is None else int(burn_in)
-    thin = max(1, n_sites // 2) if thin is None else int(thin)
-    per_chain = math.ceil(n_samples / n_chains)
-    total_steps = burn_in + per_chain * thin
-    gdev = _gen_device(generator)
-    current = log_psi(spins).real
-    rows = torch.arange(n_chains, device=device)
-    accepted = 0
-    collected = []
-    for step in range(1, total_steps + 1):
-        u = torch.rand(n_chains, 2 * n_sites + 1, generator=generator, device=gdev).to(device)
-        proposal = spins.clone()
-        if move == "exchange":
-            # a uniformly random up site and down site: argmax of uniform keys masked per class
-            i = torch.where(spins == 1, u[:, :n_sites], -1.0).argmax(1)
-            j = torch.where(spins == -1, u[:, n_sites : 2 * n_sites], -1.0).argmax(1)
-            proposal[rows, i] = -1
-            proposal[rows, j] = 1
-        else:
-            i = (u[:, 0] * n_sites).long().clamp_max(n_sites - 1)
-            proposal[rows, i] = -proposal[rows, i]
-        new = log_psi(proposal).real
-        accept = torch.log(u[:, -1].double().clamp_min(1e-300)) < 2.0 * (new - current).double()
-        spins = torch.where(accept[:, None], proposal, spins)
-        current = torch.where(accept, new, current)
-        accepted += int(accept.sum())
-        if step > burn_in and (step - burn_in) % thin == 0:
-            collected.append(spins.clone())
-    samples = torch.stack(collected, dim=1).reshape(-1, n_sites)[:n_samples]
-    return MetropolisResult(samples, accepted / (total_steps * n_chains), spins)
 
 
 # ============================================================== variational state
@@ -372,7 +285,9 @@ def _run_sr(hamiltonian, steps, n_samples, n_chains, lr, diag_shift, seed, devic
     started = time.perf_counter()
     bar = tqdm(range(start_step, steps), disable=not progress, desc=f"SR J2={getattr(hamiltonian, 'j2', '?')}", leave=False)
     for step in bar:
+        # burn in 10 sweeps' worth of moves at the start, N moves when continuing chains
         sample = metropolis_sample(model, n, n_samples, n_chains=n_chains, move="exchange", magnetization=0,
+                                   burn_in=10 * n if chains is None else n, thin=max(1, n // 2),
                                    generator=gen, initial=chains, device=device)
         chains = sample.last
         accept_sum += sample.acceptance

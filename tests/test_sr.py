@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from naqs.sampling import metropolis_sample
 from naqs import sr, study
 from naqs.hamiltonian import Heisenberg
 from naqs.lattice import square
@@ -28,7 +29,7 @@ def test_metropolis_exchange_samples_psi_squared():
         return torch.complex(0.7 * (x * weights).sum(1) + 0.2 * x[:, 0] * x[:, 1], x[:, 2])
 
     gen = torch.Generator().manual_seed(0)
-    res = sr.metropolis_sample(log_psi, n, 60_000, n_chains=64, move="exchange", generator=gen, thin=3)
+    res = metropolis_sample(log_psi, n, 60_000, n_chains=64, move="exchange", generator=gen, thin=3)
     assert res.samples.shape == (60_000, n) and res.samples.dtype == torch.int8
     assert torch.all(res.samples.sum(1) == 0)  # never leaves the sz = 0 sector
     assert 0.0 < res.acceptance < 1.0
@@ -45,11 +46,11 @@ def test_metropolis_exchange_samples_psi_squared():
 
 def test_metropolis_rejects_bad_input():
     with pytest.raises(ValueError, match="move"):
-        sr.metropolis_sample(lambda s: s.sum(1).to(torch.complex128), 4, 10, move="swap")
+        metropolis_sample(lambda s: s.sum(1).to(torch.complex128), 4, 10, move="swap")
     with pytest.raises(ValueError, match="magnetization"):
-        sr.metropolis_sample(lambda s: s.sum(1).to(torch.complex128), 4, 10, magnetization=1)
+        metropolis_sample(lambda s: s.sum(1).to(torch.complex128), 4, 10, magnetization=1)
     with pytest.raises(ValueError, match="initial"):
-        sr.metropolis_sample(lambda s: s.sum(1).to(torch.complex128), 4, 10, initial=torch.ones(2, 5, dtype=torch.int8))
+        metropolis_sample(lambda s: s.sum(1).to(torch.complex128), 4, 10, initial=torch.ones(2, 5, dtype=torch.int8))
 
 
 def test_local_energy_matches_dense_hamiltonian():
