@@ -30,7 +30,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -123,8 +122,8 @@ def main() -> None:
         raise SystemExit(f"--device {device} needs the CUDA build of naqs._C: build_info={ops.build_info()}")
     dev_name = torch.cuda.get_device_name(0) if device != "cpu" else f"CPU x{torch.get_num_threads()} threads"
     bandwidth = measure_bandwidth(device)
-    header = (f"| cluster | N | dim | device | variant | matvec ms | rows/s | floor GB | floor ms | ratio | "
-              f"solve s | matvecs | energy (pauli) | residual |")
+    header = ("| cluster | N | dim | device | variant | matvec ms | rows/s | floor GB | floor ms | ratio | "
+              "solve s | matvecs | energy (pauli) | residual |")
     lines = [header, "|" + "---|" * 14]
     print(f"device: {dev_name}; measured copy bandwidth {bandwidth / 1e9:.0f} GB/s", flush=True)
     print(header, flush=True)

@@ -1,4 +1,5 @@
-"""The ``naqs`` command: ``demo``, ``train``, ``sample``, ``ed``, ``study``, ``bench``.
+"""The ``naqs`` command: ``demo``, ``train``, ``sample``, ``ed``, ``study``, ``figure``,
+``bench``.
 
 Each sub-command is a thin layer over the library; ``--json`` prints one JSON object
 whose keys are part of the contract (docs/cli.md).
@@ -10,6 +11,11 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .vmc import VMCConfig
 
 __all__ = ["main", "build_parser"]
 
@@ -213,6 +219,23 @@ def cmd_sample(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- figures
+def cmd_figure(args) -> int:
+    from . import figures
+
+    if args.figure_command == "pca":
+        result = figures.pca_of_samples(
+            Path(args.run), args.out, n_samples=args.n, chains=args.chains, thin=args.thin, burn_in=args.burn_in,
+            seed=args.seed, device=args.device,
+        )  # fmt: skip
+    else:
+        config = config_from_args(args)
+        ks = [int(k) for k in str(args.ks).split(",") if k]
+        result = figures.compare_samplers(config, args.out, ks=ks, progress=not args.quiet)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 # ---------------------------------------------------------------------- ed / study / bench
 def cmd_ed(args) -> int:
     from .ed import run_ed_cli
@@ -285,6 +308,22 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError as err:  # pragma: no cover
         p.set_defaults(_unavailable=str(err))
     p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("figure", help="NAQS paper figures: pca (Fig. 2), samplers (Fig. 3)")
+    fig_sub = p.add_subparsers(dest="figure_command", required=True)
+    q = fig_sub.add_parser("pca", help="Fig. 2: PCA of exact vs Metropolis samples of a trained run")
+    q.add_argument("--run", required=True, help="run directory of naqs train")
+    q.add_argument("--out", required=True, help="PNG file (a JSON with the magnetizations goes beside it)")
+    q.add_argument("--n", type=int, default=2000)
+    q.add_argument("--chains", type=int, default=4)
+    q.add_argument("--thin", type=int, default=10)
+    q.add_argument("--burn-in", type=int, default=500)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--device")
+    q = fig_sub.add_parser("samplers", help="Fig. 3: training with exact vs Metropolis samples (thinning k)")
+    _add_train_arguments(q)
+    q.add_argument("--ks", default="10,50", help="Metropolis thinnings k, comma separated")
+    p.set_defaults(func=cmd_figure)
 
     p = sub.add_parser("bench", help="run a benchmark script from bench/ (engine, ed, study, vmc)")
     p.add_argument("what", help="engine | ed | study | vmc ...")

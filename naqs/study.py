@@ -28,7 +28,7 @@ import math
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -413,7 +413,6 @@ def _fit_many(lattice, datasets: list[FitData], config: FitConfig, progress: boo
     n_train, n_val = n_train.pop(), n_val.pop()
     if n_train < 1 or n_val < 1:
         raise ValueError("training and validation sets must not be empty")
-    n_sites = lattice.n_sites
     r = len(datasets)
 
     def stack(name):
@@ -524,7 +523,7 @@ def _fit_many(lattice, datasets: list[FitData], config: FitConfig, progress: boo
 def predict(lattice, config: FitConfig, results: list[FitResult], spins: torch.Tensor) -> torch.Tensor:
     """Outputs of the fitted networks on shared configurations: ``[R, B]`` - the
     probability of "+" for sign nets, log|psi| (de-standardized) for amplitude nets."""
-    from torch.func import functional_call, stack_module_state, vmap
+    from torch.func import functional_call, vmap
 
     dev = torch.device(config.device)
     base = make_model(config.arch, lattice, config.target).to(dev, config.dtype)
@@ -768,7 +767,6 @@ def _run_supervised(mode: str, cluster: str, j2_values: list[float], eps_values:
             if mode == "expressibility":
                 # Full basis, each state once, loss weighted by K |psi|^2: the |psi|^2
                 # expectation of the loss that the sampled sets estimate.
-                idx = np.arange(gs.dim)
                 weights = torch.as_tensor(gs.state**2 * gs.dim)
                 x = basis_to_spins(gs.basis, lattice.n_sites)
                 datasets.append(FitData(x, psi, x, psi, net_seed, weights, weights))

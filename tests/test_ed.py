@@ -20,7 +20,7 @@ import torch
 
 from naqs import ed, ops
 from naqs.hamiltonian import Heisenberg, TransverseFieldIsing
-from naqs.lattice import cluster, kagome, square, triangle
+from naqs.lattice import cluster, square, triangle
 
 
 # ---------------------------------------------------------------- independent references

@@ -3,7 +3,6 @@ checkpoint/resume and a small optimization that must reach the ED ground state."
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest

@@ -3,7 +3,6 @@ systems against exact diagonalization."""
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
