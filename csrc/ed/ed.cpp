@@ -32,12 +32,12 @@ void check_edges(const at::Tensor& edges, const at::Tensor& zz, const at::Tensor
   check_dim(exch, 1, "exch");
   check_dtype(exch, at::kDouble, "exch");
   check_size(exch, 0, edges.size(0), "exch");
-  TORCH_CHECK_VALUE(edges.device().is_cpu() && zz.device().is_cpu() && exch.device().is_cpu(),
+  NAQS_CHECK_VALUE(edges.device().is_cpu() && zz.device().is_cpu() && exch.device().is_cpu(),
                     "edges, zz and exch must be CPU tensors (they are small and read on the host), got edges on ",
                     edges.device(), ", zz on ", zz.device(), ", exch on ", exch.device());
   const int64_t* e = edges.data_ptr<int64_t>();
   for (int64_t k = 0; k < edges.size(0); ++k) {
-    TORCH_CHECK_VALUE(e[2 * k] >= 0 && e[2 * k] < n_sites && e[2 * k + 1] >= 0 && e[2 * k + 1] < n_sites &&
+    NAQS_CHECK_VALUE(e[2 * k] >= 0 && e[2 * k] < n_sites && e[2 * k + 1] >= 0 && e[2 * k + 1] < n_sites &&
                           e[2 * k] != e[2 * k + 1],
                       "edge ", k, " = (", e[2 * k], ", ", e[2 * k + 1], ") is not a pair of distinct sites in [0, ",
                       n_sites, ")");
@@ -45,14 +45,14 @@ void check_edges(const at::Tensor& edges, const at::Tensor& zz, const at::Tensor
 }
 
 void check_n_sites(int64_t n_sites) {
-  TORCH_CHECK_VALUE(n_sites >= 1 && n_sites <= 64, "n_sites must be in [1, 64], got ", n_sites);
+  NAQS_CHECK_VALUE(n_sites >= 1 && n_sites <= 64, "n_sites must be in [1, 64], got ", n_sites);
 }
 
 at::Tensor ed_sector_basis(int64_t n_sites, int64_t n_up) {
   check_n_sites(n_sites);
-  TORCH_CHECK_VALUE(n_up >= 0 && n_up <= n_sites, "n_up must be in [0, n_sites=", n_sites, "], got ", n_up);
+  NAQS_CHECK_VALUE(n_up >= 0 && n_up <= n_sites, "n_up must be in [0, n_sites=", n_sites, "], got ", n_up);
   const uint64_t dim = ed::binomial(static_cast<int>(n_sites), static_cast<int>(n_up));
-  TORCH_CHECK_VALUE(dim < (uint64_t(1) << 40), "sector of ", n_sites, " sites with ", n_up, " up spins has ", dim,
+  NAQS_CHECK_VALUE(dim < (uint64_t(1) << 40), "sector of ", n_sites, " sites with ", n_up, " up spins has ", dim,
                     " states: too many to list");
   auto out = at::empty({static_cast<int64_t>(dim)}, at::TensorOptions().dtype(at::kLong));
   ed::sector_basis_cpu(static_cast<int>(n_sites), static_cast<int>(n_up),
@@ -77,7 +77,7 @@ at::Tensor ed_heisenberg_matvec(const at::Tensor& basis,      // [dim] int64 (ui
   check_contiguous(x, "x");
   check_size(x, 0, basis.size(0), "x");
   check_edges(edges, zz, exch, n_sites);
-  TORCH_CHECK_VALUE(lo_bits >= 1 && lo_bits <= 14 && lo_bits < n_sites, "lo_bits must be in [1, min(14, n_sites - 1)], got ",
+  NAQS_CHECK_VALUE(lo_bits >= 1 && lo_bits <= 14 && lo_bits < n_sites, "lo_bits must be in [1, min(14, n_sites - 1)], got ",
                     lo_bits, " for n_sites=", n_sites);
   check_dim(lo_rank, 1, "lo_rank");
   check_dtype(lo_rank, at::kInt, "lo_rank");
@@ -102,8 +102,8 @@ at::Tensor ed_heisenberg_matvec(const at::Tensor& basis,      // [dim] int64 (ui
     return y;
   }
 #ifdef NAQS_WITH_CUDA
-  TORCH_CHECK_VALUE(basis.is_cuda(), "ed_heisenberg_matvec: unsupported device ", basis.device());
-  TORCH_CHECK_VALUE(edges.size(0) <= ed::cuda::kMaxEdges, "the CUDA matvec takes at most ", ed::cuda::kMaxEdges,
+  NAQS_CHECK_VALUE(basis.is_cuda(), "ed_heisenberg_matvec: unsupported device ", basis.device());
+  NAQS_CHECK_VALUE(edges.size(0) <= ed::cuda::kMaxEdges, "the CUDA matvec takes at most ", ed::cuda::kMaxEdges,
                     " edges, got ", edges.size(0));
   const c10::cuda::CUDAGuard guard(basis.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(basis.device().index()).stream();
@@ -112,10 +112,10 @@ at::Tensor ed_heisenberg_matvec(const at::Tensor& basis,      // [dim] int64 (ui
       edges.data_ptr<int64_t>(), zz.data_ptr<double>(), exch.data_ptr<double>(), static_cast<int>(edges.size(0)),
       lo_rank.data_ptr<int32_t>(), hi_offset.data_ptr<int64_t>(), static_cast<int>(lo_bits),
       variant == 1 ? ed::cuda::RankTables::kGlobal : ed::cuda::RankTables::kSharedLow, stream);
-  TORCH_CHECK(err == cudaSuccess, "ed_heisenberg_matvec: CUDA launch failed: ", cudaGetErrorString(err));
+  NAQS_CHECK(err == cudaSuccess, "ed_heisenberg_matvec: CUDA launch failed: ", cudaGetErrorString(err));
   return y;
 #else
-  TORCH_CHECK_VALUE(false, "ed_heisenberg_matvec: tensors are on ", basis.device(),
+  NAQS_CHECK_VALUE(false, "ed_heisenberg_matvec: tensors are on ", basis.device(),
                     " but naqs._C was built without CUDA (build_info()['cuda'] is False)");
 #endif
 }
@@ -129,15 +129,15 @@ struct GroupBuffers {
 };
 
 GroupBuffers make_group(const at::Tensor& perms, const at::Tensor& flips, int64_t n_sites, int64_t flip_parity) {
-  TORCH_CHECK_VALUE(flip_parity == 1 || flip_parity == -1, "flip_parity must be +1 or -1, got ", flip_parity);
+  NAQS_CHECK_VALUE(flip_parity == 1 || flip_parity == -1, "flip_parity must be +1 or -1, got ", flip_parity);
   check_dim(perms, 2, "perms");
   check_dtype(perms, at::kLong, "perms");
   check_size(perms, 1, n_sites, "perms");
   check_dim(flips, 1, "flips");
   check_dtype(flips, at::kBool, "flips");
   check_size(flips, 0, perms.size(0), "flips");
-  TORCH_CHECK_VALUE(perms.device().is_cpu() && flips.device().is_cpu(), "perms and flips must be CPU tensors");
-  TORCH_CHECK_VALUE(perms.size(0) >= 1, "the group needs at least the identity, got ", perms.size(0), " elements");
+  NAQS_CHECK_VALUE(perms.device().is_cpu() && flips.device().is_cpu(), "perms and flips must be CPU tensors");
+  NAQS_CHECK_VALUE(perms.size(0) >= 1, "the group needs at least the identity, got ", perms.size(0), " elements");
   const auto p = perms.contiguous();
   const auto f = flips.contiguous();
   const int64_t g_count = p.size(0);
@@ -152,7 +152,7 @@ GroupBuffers make_group(const at::Tensor& perms, const at::Tensor& flips, int64_
     std::vector<int> dest(n_sites, -1);
     for (int64_t i = 0; i < n_sites; ++i) {
       const int64_t src = pp[g * n_sites + i];
-      TORCH_CHECK_VALUE(src >= 0 && src < n_sites && dest[src] < 0, "perms[", g, "] is not a permutation of ",
+      NAQS_CHECK_VALUE(src >= 0 && src < n_sites && dest[src] < 0, "perms[", g, "] is not a permutation of ",
                         n_sites, " sites");
       dest[src] = static_cast<int>(i);
     }
@@ -180,7 +180,7 @@ GroupBuffers make_group(const at::Tensor& perms, const at::Tensor& flips, int64_
 std::vector<at::Tensor> ed_symmetric_representatives(int64_t n_sites, int64_t n_up, const at::Tensor& perms,
                                                      const at::Tensor& flips, int64_t flip_parity) {
   check_n_sites(n_sites);
-  TORCH_CHECK_VALUE(n_up >= 0 && n_up <= n_sites, "n_up must be in [0, n_sites=", n_sites, "], got ", n_up);
+  NAQS_CHECK_VALUE(n_up >= 0 && n_up <= n_sites, "n_up must be in [0, n_sites=", n_sites, "], got ", n_up);
   auto group = make_group(perms, flips, n_sites, flip_parity);
   uint64_t* reps = nullptr;
   int64_t* orbit = nullptr;
@@ -214,7 +214,7 @@ at::Tensor ed_symmetric_matvec(const at::Tensor& reps,    // [dim] int64, sorted
   check_contiguous(x, "x");
   check_size(x, 0, reps.size(0), "x");
   check_edges(edges, zz, exch, n_sites);
-  TORCH_CHECK_VALUE(reps.device().is_cpu() && orbit.device().is_cpu() && x.device().is_cpu(),
+  NAQS_CHECK_VALUE(reps.device().is_cpu() && orbit.device().is_cpu() && x.device().is_cpu(),
                     "ed_symmetric_matvec has a CPU kernel only, got reps on ", reps.device(), " and x on ",
                     x.device());
   auto group = make_group(perms, flips, n_sites, flip_parity);
@@ -224,7 +224,7 @@ at::Tensor ed_symmetric_matvec(const at::Tensor& reps,    // [dim] int64, sorted
       reinterpret_cast<const uint64_t*>(reps.data_ptr<int64_t>()), orbit.data_ptr<int64_t>(), reps.size(0),
       x.data_ptr<double>(), y.data_ptr<double>(), edges.data_ptr<int64_t>(), zz.data_ptr<double>(),
       exch.data_ptr<double>(), edges.size(0), group.view);
-  TORCH_CHECK_VALUE(missing == 0, missing,
+  NAQS_CHECK_VALUE(missing == 0, missing,
                     " connections led to states whose representative is not in reps: the representative list does "
                     "not match this group and sector");
   return y;

@@ -24,7 +24,7 @@ std::vector<at::Tensor> exchange_connections_cpu(const at::Tensor& spins,     //
   check_dim(exchange, 1, "exchange");
   check_dtype(exchange, at::kDouble, "exchange");
   check_size(exchange, 0, edges.size(0), "exchange");
-  TORCH_CHECK_VALUE(spins.device().is_cpu() && edges.device().is_cpu() && exchange.device().is_cpu(),
+  NAQS_CHECK_VALUE(spins.device().is_cpu() && edges.device().is_cpu() && exchange.device().is_cpu(),
                     "exchange_connections (CPU kernel) needs CPU tensors, got spins on ", spins.device());
   const auto s = spins.contiguous();
   const auto ed = edges.contiguous();
@@ -33,7 +33,7 @@ std::vector<at::Tensor> exchange_connections_cpu(const at::Tensor& spins,     //
   const int64_t* e_ptr = ed.data_ptr<int64_t>();
   for (int64_t e = 0; e < n_edges; ++e) {
     const int64_t i = e_ptr[2 * e], j = e_ptr[2 * e + 1];
-    TORCH_CHECK_VALUE(i >= 0 && i < n_sites && j >= 0 && j < n_sites && i != j, "edge ", e, " = (", i, ", ",
+    NAQS_CHECK_VALUE(i >= 0 && i < n_sites && j >= 0 && j < n_sites && i != j, "edge ", e, " = (", i, ", ",
                       j, ") is not a pair of distinct sites in [0, ", n_sites, ")");
   }
   auto flips = at::full({batch, n_edges, 2}, -1, ed.options());

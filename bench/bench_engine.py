@@ -1,0 +1,269 @@
+"""Engine benchmark: the reference (naive PyTorch) paths and the row-cached kernels side
+by side in one process, plus a whole VMC step.
+
+Per configuration: median time (CUDA events after warm-up on the GPU), samples/s,
+ratio to one batched forward pass (``model.raw_outputs``) of the same network and
+batch, achieved TFLOP/s (FLOPs counted analytically) and its fraction of the fp32 /
+TF32 matmul ceilings measured in the same run.
+
+    python bench/bench_engine.py --device cuda --out bench/results/engine-<device>-<date>.md
+    python bench/bench_engine.py --device cpu  --out bench/results/engine-cpu-<date>.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from naqs import ops
+from naqs.hamiltonian import TransverseFieldIsing
+from naqs.lattice import square
+from naqs.local_energy import connected_log_psi_reference, local_energy
+from naqs.models.pixelcnn import PixelCNN
+from naqs.sampling import exact_sample
+
+
+# ---------------------------------------------------------------------- timing
+def timeit(fn, device, reps=3, warmup=1):
+    """Median seconds of ``fn()`` (CUDA events on the GPU)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def matmul_ceiling(device, tf32: bool) -> float:
+    """TFLOP/s of a large float32 matmul (TF32 tensor cores or plain fp32)."""
+    n = 8192 if device.type == "cuda" else 2048
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        a = torch.randn(n, n, device=device)
+        b = torch.randn(n, n, device=device)
+        t = timeit(lambda: a @ b, device, reps=5, warmup=2)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+    return 2 * n**3 / t / 1e12
+
+
+# ---------------------------------------------------------------------- FLOP counts
+def forward_flops(lx, ly, blocks, c) -> float:
+    """One forward pass of one sample: every site, every block, both branches, output."""
+    n = lx * ly
+    per_site = 0
+    for layer in range(blocks):
+        cin_v = 1 if layer == 0 else c
+        cin_h = (1 if layer == 0 else c) + c
+        per_site += 2 * 9 * c * (cin_v + cin_h)
+    return n * (per_site + 2 * 4 * c)
+
+
+def connected_flops(lx, ly, blocks, c) -> float:
+    """Ising local energy by the kernel, one sample: its own forward plus, for each
+    single flip at site k, the horizontal branch at sites k..N-1 and the vertical
+    branch of rows row(k)..Ly-2."""
+    n = lx * ly
+    h_site = v_site = 0
+    for layer in range(blocks):
+        cin_v = 1 if layer == 0 else c
+        cin_h = (1 if layer == 0 else c) + c
+        h_site += 2 * 9 * c * cin_h
+        v_site += 2 * 9 * c * cin_v
+    total = forward_flops(lx, ly, blocks, c)
+    for k in range(n):
+        total += (n - k) * (h_site + 2 * 4 * c) + max(0, ly - 1 - k // lx) * lx * v_site
+    return total
+
+
+# ---------------------------------------------------------------------- benches
+def bench_config(lx, blocks, c, batch, device, ceilings, run_reference, le_batch):
+    torch.manual_seed(0)
+    model = PixelCNN(lx, lx, blocks, c).to(device)
+    n = lx * lx
+    u = torch.rand(batch, n, dtype=torch.float64, device=device)
+    spins_in = torch.where(u < 0.5, 1.0, -1.0).float()
+    with torch.no_grad():
+        t_fwd = timeit(lambda: model.raw_outputs(spins_in), device, reps=5, warmup=2)
+        t_kernel = timeit(lambda: ops.pixelcnn_sample(model, u), device, reps=3, warmup=1)
+        if run_reference:
+            t_ref = timeit(lambda: model.sample_reference(batch, uniforms=u), device, reps=1, warmup=0)
+        else:
+            t_ref = None
+    f_fwd = forward_flops(lx, lx, blocks, c) * batch
+    rows = [
+        dict(what="forward (raw_outputs)", t=t_fwd, samples=batch, flops=f_fwd, fwd=t_fwd),
+        dict(what="sample: kernel", t=t_kernel, samples=batch, flops=f_fwd, fwd=t_fwd),
+    ]
+    if t_ref is not None:
+        rows.append(dict(what="sample: reference", t=t_ref, samples=batch, flops=f_fwd * n, fwd=t_fwd))
+    # Ising local energy (the connected log psi of all N single flips) on le_batch samples
+    nb = min(batch, le_batch)
+    ham = TransverseFieldIsing(square(lx, lx), gamma=1.0)
+    spins, log_psi = ops.pixelcnn_sample(model, u[:nb])
+    conn = ham.connections(spins)
+    small = ham.connections(spins[:2])
+    with torch.no_grad():
+        ops.connected_log_psi(model, spins[:2], small.flips, small.counts)  # warm-up
+        t_le = timeit(lambda: ops.connected_log_psi(model, spins, conn.flips, conn.counts), device, reps=1, warmup=0)
+        t_le_ref = None
+        if run_reference:
+            t_le_ref = timeit(
+                lambda: connected_log_psi_reference(model, spins, conn.flips, conn.counts), device, reps=1, warmup=0
+            )
+    # the forward pass of the same batch size for the ratio
+    with torch.no_grad():
+        t_fwd_nb = timeit(lambda: model.raw_outputs(spins_in[:nb]), device, reps=5, warmup=1)
+    rows.append(dict(what=f"Ising E_loc: kernel (B={nb})", t=t_le, samples=nb,
+                     flops=connected_flops(lx, lx, blocks, c) * nb, fwd=t_fwd_nb))
+    if t_le_ref is not None:
+        rows.append(dict(what=f"Ising E_loc: reference (B={nb})", t=t_le_ref, samples=nb,
+                         flops=f_fwd / batch * nb * (n + 0), fwd=t_fwd_nb))
+    out = []
+    for r in rows:
+        tflops = r["flops"] / r["t"] / 1e12
+        out.append(
+            dict(
+                config=f"{lx}x{lx} L={blocks} C={c} B={batch}",
+                what=r["what"],
+                ms=r["t"] * 1e3,
+                sps=r["samples"] / r["t"],
+                fwd_ratio=r["t"] / r["fwd"],
+                tflops=tflops,
+                frac_fp32=tflops / ceilings["fp32"],
+                frac_tf32=tflops / ceilings["tf32"],
+            )
+        )
+    return out
+
+
+def vmc_step(model, ham, batch, use_kernel, opt):
+    spins, log_psi = exact_sample(model, batch, use_kernel=use_kernel)
+    e_loc = local_energy(model, ham, spins, log_psi=log_psi if use_kernel else None,
+                         memory_budget=1 << 40 if use_kernel else 1 << 30, use_kernel=use_kernel)
+    lp = ops.pixelcnn_log_psi(model, spins) if use_kernel else model.log_psi(spins)
+    centered = (e_loc - e_loc.mean()).to(lp.dtype)
+    loss = 2.0 * (centered.conj() * lp).real.mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return e_loc.real.mean().item()
+
+
+def bench_vmc(lx, blocks, batch, device, naive=True):
+    torch.manual_seed(0)
+    model = PixelCNN(lx, lx, blocks, 32).to(device)
+    ham = TransverseFieldIsing(square(lx, lx), gamma=1.0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    res = {}
+    for name, use_kernel in [("kernel", True), ("naive", False)]:
+        if name == "naive" and not naive:
+            continue
+        t = timeit(lambda: vmc_step(model, ham, batch, use_kernel, opt), device, reps=1, warmup=1 if use_kernel else 0)
+        res[name] = t
+    return res
+
+
+def git_commit() -> str:
+    import os
+
+    if os.environ.get("NAQS_GIT_COMMIT"):
+        return os.environ["NAQS_GIT_COMMIT"] + " + working tree"
+    try:
+        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip() + (
+            "+dirty" if subprocess.check_output(["git", "status", "--porcelain"], text=True).strip() else ""
+        )
+    except Exception:
+        return "unknown"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", default=None, help="markdown results file")
+    p.add_argument("--quick", action="store_true", help="fewer configurations")
+    p.add_argument("--le-batch", type=int, default=256, help="samples for the local-energy timing")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        torch.backends.cudnn.benchmark = True
+    else:
+        name = f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+    ceilings = {"fp32": matmul_ceiling(device, False), "tf32": matmul_ceiling(device, True)}
+    print(f"device {name}; matmul ceilings fp32 {ceilings['fp32']:.1f} TFLOP/s, tf32 {ceilings['tf32']:.1f} TFLOP/s",
+          flush=True)
+    if device.type == "cuda":
+        configs = [(10, 10, 1000, True), (10, 10, 4096, False), (12, 10, 1000, True), (12, 10, 4096, False),
+                   (12, 20, 4096, False), (21, 10, 4096, False), (21, 20, 1000, True), (21, 20, 4096, False)]
+        if args.quick:
+            configs = [(12, 10, 1000, True), (21, 20, 4096, False)]
+        vmc_cfgs = [(12, 10, 1000), (21, 20, 1000)]
+    else:
+        configs = [(4, 10, 256, True), (6, 10, 256, True)]
+        vmc_cfgs = [(6, 10, 256)]
+    rows = []
+    for lx, blocks, batch, ref in configs:
+        r = bench_config(lx, blocks, 32, batch, device, ceilings, ref, args.le_batch)
+        for row in r:
+            print(f"{row['config']:>24} | {row['what']:<32} | {row['ms']:10.2f} ms | {row['sps']:10.0f} /s | "
+                  f"{row['fwd_ratio']:8.2f} fwd | {row['tflops']:6.2f} TF/s | {100*row['frac_tf32']:5.1f}% tf32",
+                  flush=True)
+        rows += r
+    vmc_rows = []
+    for lx, blocks, batch in vmc_cfgs:
+        res = bench_vmc(lx, blocks, batch, device)
+        speedup = res["naive"] / res["kernel"] if "naive" in res else float("nan")
+        vmc_rows.append((f"{lx}x{lx} L={blocks} C=32 B={batch}", res.get("kernel"), res.get("naive"), speedup))
+        print(f"VMC step {lx}x{lx} L={blocks} B={batch}: kernel {res['kernel']*1e3:.1f} ms, naive "
+              f"{res['naive']*1e3:.1f} ms, speed-up {speedup:.1f}x", flush=True)
+
+    date = datetime.date.today().isoformat()
+    lines = [
+        f"# Engine benchmark: {name}",
+        "",
+        f"- date {date}, git commit {git_commit()}, torch {torch.__version__}, build {ops.build_info()}",
+        f"- command: `python {' '.join(sys.argv)}`",
+        f"- matmul ceilings (float32 {8192 if device.type == 'cuda' else 1024}^3): fp32 {ceilings['fp32']:.1f} "
+        f"TFLOP/s, TF32 {ceilings['tf32']:.1f} TFLOP/s",
+        "- float32 networks, 32 channels; forward = one batched `model.raw_outputs`; 'fwd' = time / forward time "
+        "of the same batch; FLOPs counted analytically (bench_engine.forward_flops / connected_flops); the "
+        "reference sampler's FLOPs are N forward passes, the reference local energy's N forward passes per sample",
+        "",
+        "| config | what | ms | samples/s | x forward | TFLOP/s | % fp32 | % TF32 |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(f"| {r['config']} | {r['what']} | {r['ms']:.2f} | {r['sps']:.0f} | {r['fwd_ratio']:.2f} | "
+                     f"{r['tflops']:.2f} | {100*r['frac_fp32']:.1f} | {100*r['frac_tf32']:.1f} |")
+    lines += ["", "VMC step (exact sample + Ising local energy + gradient + Adam update):", "",
+              "| config | kernel ms | naive ms | speed-up |", "| --- | ---: | ---: | ---: |"]
+    for cfg, tk, tn, sp in vmc_rows:
+        lines.append(f"| {cfg} | {tk*1e3:.1f} | {tn*1e3:.1f} | {sp:.1f}x |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# THE one script run on the GPU machine (one `run` call): build naqs._C with CUDA (and
+# the C++ microbenchmarks), log the -Xptxas -v lines of the engine kernels, run every
+# CUDA test of the repository (pytest -m cuda, NAQS_EXPECT_CUDA=1), the C++
+# microbenchmarks, the engine benchmark, then bench/gpu_ed.sh when it exists. Logs and
+# tables go to $OUT (at most 8 files come back); a short summary is printed last.
+#
+#   OUT=/some/dir bash bench/gpu_run.sh         (from the repository root)
+#
+# Time budget: NAQS_GPU_BUDGET_S (default 520 s) for the whole script.
+set -u -o pipefail
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+export NAQS_EXPECT_CUDA=1 PYTHONUNBUFFERED=1
+BUDGET=${NAQS_GPU_BUDGET_S:-520}
+PY=python3
+COMMIT=${NAQS_GIT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+export NAQS_GIT_COMMIT=$COMMIT
+DATE=$(date +%F)
+SUMMARY="$OUT/summary.txt"
+{ echo "commit $COMMIT (+ working tree), date $DATE"; nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv; } > "$SUMMARY" 2>&1
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr ' ' '-' | tr -cd 'A-Za-z0-9._-')
+
+# nvcc 13 rejects "--use_fast_math=false" (the flag takes no value). While the shared
+# CMakeLists.txt passes it, build from a private copy of the tree without it.
+SRC=$PWD
+if grep -q -- "--use_fast_math=false" CMakeLists.txt; then
+  echo "build: private copy (CMakeLists.txt passes --use_fast_math=false, which nvcc 13 rejects)" | tee -a "$SUMMARY"
+  SRC=/tmp/naqs-src
+  rm -rf "$SRC" && mkdir -p "$SRC"
+  tar --exclude=./build --exclude=./.venv --exclude=./.git -cf - . | tar -xf - -C "$SRC"
+  cp -r .git "$SRC/.git" 2>/dev/null || true
+  sed -i 's/ --use_fast_math=false//' "$SRC/CMakeLists.txt"
+fi
+cd "$SRC"
+
+echo "== build"
+T0=$SECONDS
+if timeout 240 $PY -m pip install --no-build-isolation -v -e . -C cmake.define.NAQS_BUILD_BENCH=ON > "$OUT/build.log" 2>&1; then
+  echo "build: ok with microbenchmarks ($((SECONDS - T0)) s)" | tee -a "$SUMMARY"
+else
+  echo "build with microbenchmarks FAILED; retrying without" | tee -a "$SUMMARY"
+  tail -30 "$OUT/build.log"
+  timeout 200 $PY -m pip install --no-build-isolation -v -e . -C cmake.define.NAQS_BUILD_BENCH=OFF >> "$OUT/build.log" 2>&1 ||
+    { echo "build FAILED" | tee -a "$SUMMARY"; tail -40 "$OUT/build.log"; exit 1; }
+fi
+{ echo "-- ptxas (engine kernels)"; grep -h -A3 "walk_kernel" "$OUT/build.log" | grep -E "registers|spill|stack" | head -8; } | tee -a "$SUMMARY"
+$PY -c "import torch, naqs.ops as o; print('build_info', o.build_info())" 2>&1 | tee -a "$SUMMARY"
+
+echo "== CUDA tests (all of the repository; the engine's first, then the rest)"
+T0=$SECONDS
+timeout 200 $PY -X faulthandler -m pytest -m cuda -q -rfE --durations=8 -p no:cacheprovider tests/test_engine.py > "$OUT/tests.log" 2>&1
+echo "pytest -m cuda tests/test_engine.py rc=$? ($((SECONDS - T0)) s): $(tail -1 "$OUT/tests.log")" | tee -a "$SUMMARY"
+T0=$SECONDS
+timeout 120 $PY -m pytest -m cuda -q -rfE -p no:cacheprovider tests --deselect tests/test_engine.py >> "$OUT/tests.log" 2>&1
+echo "pytest -m cuda (rest of tests/) rc=$? ($((SECONDS - T0)) s): $(tail -1 "$OUT/tests.log")" | tee -a "$SUMMARY"
+grep -E "^(FAILED|ERROR)|Fatal Python|line [0-9]+ in test_" "$OUT/tests.log" | head -20 | tee -a "$SUMMARY"
+if grep -q "Fatal Python" "$OUT/tests.log"; then
+  echo "-- crash diagnosis (gdb backtrace of test_bad_inputs[cuda])" | tee -a "$SUMMARY"
+  if command -v gdb > /dev/null; then
+    timeout 90 gdb -q -batch -ex run -ex bt --args $PY -m pytest -q -p no:cacheprovider "tests/test_engine.py::test_bad_inputs[cuda]" 2>&1 | grep -E "^#|signal" | head -25 | tee -a "$SUMMARY"
+  else
+    echo "no gdb" | tee -a "$SUMMARY"
+  fi
+fi
+
+echo "== C++ microbenchmarks"
+BENCH_BIN=$(find build -name naqs_bench_walker -type f 2>/dev/null | head -1)
+if [ -n "$BENCH_BIN" ]; then
+  for cfg in "12 12 10 32 1000" "21 21 20 32 4096"; do
+    timeout 60 "$BENCH_BIN" $cfg cuda >> "$OUT/micro.log" 2>&1
+  done
+  timeout 30 "$BENCH_BIN" 6 6 10 32 256 cpu >> "$OUT/micro.log" 2>&1
+  cat "$OUT/micro.log"
+else
+  echo "no microbenchmark binary" | tee -a "$SUMMARY"
+fi
+
+echo "== engine benchmark"
+LEFT=$((BUDGET - SECONDS - 100))
+[ $LEFT -lt 60 ] && LEFT=60
+RESULT="$OUT/engine-${GPU:-gpu}-$DATE.md"
+timeout $LEFT $PY bench/bench_engine.py --device cuda --out "$RESULT" > "$OUT/bench.log" 2>&1
+echo "bench rc=$? ($LEFT s allowed)" | tee -a "$SUMMARY"
+
+if [ -f bench/gpu_ed.sh ]; then
+  echo "== bench/gpu_ed.sh (exact diagonalization)"
+  LEFT=$((BUDGET - SECONDS - 10))
+  if [ $LEFT -gt 40 ]; then
+    mkdir -p /tmp/ed-out
+    OUT=/tmp/ed-out NAQS_GPU_BUDGET_S=$LEFT timeout $LEFT bash bench/gpu_ed.sh > /tmp/ed-out/gpu_ed.log 2>&1
+    echo "gpu_ed.sh rc=$? ($LEFT s allowed)" | tee -a "$SUMMARY"
+    tar -czf "$OUT/ed-out.tgz" -C /tmp ed-out
+  else
+    echo "gpu_ed.sh skipped: $LEFT s left" | tee -a "$SUMMARY"
+  fi
+fi
+
+echo "== summary ($SECONDS s)"
+cat "$SUMMARY"
+grep -E "^\|" "$RESULT" 2>/dev/null || tail -30 "$OUT/bench.log"

@@ -1,0 +1,106 @@
+// Front end of the cached connected-log-psi op (naqs._C.pixelcnn_connected), the work
+// of the local energy. Reference: naqs.local_energy.connected_log_psi_reference.
+//
+// Per chunk of samples (sized to memory_budget): (1) one forward walk of each sample
+// that keeps all its activations and the float64 prefix sums P_i of its per-site
+// log-conditionals; (2) one walk per valid connection, sorted by first flipped site k,
+// from k onward only, reading everything before k from the sample's storage; the
+// result is P_k + sum_{i>=k} log psi_i(s'_i), so log psi(s') - log psi(s) comes from
+// the differing suffix alone.
+#include "front.h"
+
+namespace naqs {
+namespace pixelcnn {
+namespace {
+
+at::Tensor pixelcnn_connected(const std::vector<at::Tensor>& weights,  // packed_weights() values
+                              int64_t lx, int64_t ly, std::optional<int64_t> magnetization,
+                              const at::Tensor& spins,   // [B, N] int8 +-1
+                              const at::Tensor& flips,   // [B, M, 2] int64, (i, j) / (i, -1) / (-1, -1)
+                              const at::Tensor& counts,  // [B] int64, valid rows first
+                              int64_t memory_budget)     // bytes of activation storage per chunk
+{
+  const Net net = make_net(weights, lx, ly, magnetization);
+  check_spins(spins, net, "spins");
+  const int64_t batch = spins.size(0), n = net.dims.n_sites;
+  check_dim(flips, 3, "flips");
+  check_dtype(flips, at::kLong, "flips");
+  check_size(flips, 0, batch, "flips");
+  check_size(flips, 2, 2, "flips");
+  check_contiguous(flips, "flips");
+  check_dim(counts, 1, "counts");
+  check_dtype(counts, at::kLong, "counts");
+  check_size(counts, 0, batch, "counts");
+  check_contiguous(counts, "counts");
+  check_same_device(flips, spins, "flips", "spins");
+  check_same_device(counts, spins, "counts", "spins");
+  NAQS_CHECK_VALUE(memory_budget > 0, "memory_budget must be positive, got ", memory_budget);
+  const int64_t m_conn = flips.size(1);
+  auto out = at::zeros({batch, m_conn, 2}, spins.options().dtype(at::kDouble));
+  if (batch == 0 || m_conn == 0) return out;
+  // Validate the connection layout (one device sync).
+  auto valid = at::arange(m_conn, counts.options()).unsqueeze(0) < counts.unsqueeze(1);  // [B, M]
+  auto first = flips.select(2, 0), second = flips.select(2, 1);
+  auto bad_counts = (counts < 0) | (counts > m_conn);
+  auto bad_rows = valid & ((first < 0) | (first >= n) | (second < -1) | (second >= n) | (second == first));
+  NAQS_CHECK_VALUE(!(bad_counts.any() | bad_rows.any()).item<bool>(), "flips/counts are not a valid connection ",
+                    "layout: counts must lie in [0, ", m_conn, "] and valid rows hold a site in [0, ", n,
+                    ") and a second distinct site or -1; got flips of shape ", shape_str(flips));
+  // First changed site of each connection.
+  auto k_all = at::where(second >= 0, at::minimum(first, second), first);  // [B, M]
+
+  const int64_t elem = net.dtype == at::kFloat ? 4 : 8;
+  const int64_t per_sample = 2 * int64_t(net.dims.blocks) * n * net.dims.channels * elem + (n + 1) * 16;
+  const int64_t chunk = std::max<int64_t>(1, memory_budget / per_sample);
+  auto go = [&](auto tag) {
+    using T = decltype(tag);
+    for (int64_t b0 = 0; b0 < batch; b0 += chunk) {
+      const int64_t nb = std::min(chunk, batch - b0);
+      auto sp = spins.narrow(0, b0, nb);
+      auto fl = flips.narrow(0, b0, nb);
+      auto vmask = valid.narrow(0, b0, nb);
+      auto idx = vmask.nonzero();  // [V, 2] (b, m), row-major
+      const int64_t n_jobs = idx.size(0);
+      if (n_jobs == 0) continue;
+      auto k = k_all.narrow(0, b0, nb).index({vmask});  // [V]
+      auto order = std::get<1>(k.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false));
+      auto jobs = at::cat({idx.index_select(0, order), k.index_select(0, order).unsqueeze(1)}, 1).contiguous();
+      auto opts = spins.options().dtype(net.dtype);
+      auto store_h = at::empty({nb, net.dims.blocks, net.dims.ly, net.dims.lx, net.dims.channels}, opts);
+      auto store_v = at::empty_like(store_h);
+      auto prefix = at::empty({nb, n + 1, 2}, spins.options().dtype(at::kDouble));
+      WalkArgs<T> f{};
+      f.mode = kForward;
+      f.n_jobs = nb;
+      f.spins = sp.data_ptr<int8_t>();
+      f.store_h = store_h.data_ptr<T>();
+      f.store_v = store_v.data_ptr<T>();
+      f.prefix = prefix.data_ptr<double>();
+      run_walk<T>(net, f);
+      WalkArgs<T> c = f;
+      c.mode = kConnected;
+      c.n_jobs = n_jobs;
+      c.jobs = jobs.data_ptr<int64_t>();
+      c.flips = fl.data_ptr<int64_t>();
+      c.n_conn = m_conn;
+      c.out = out.narrow(0, b0, nb).data_ptr<double>();
+      run_walk<T>(net, c);
+    }
+  };
+  if (net.dtype == at::kFloat) go(float{}); else go(double{});
+  return out;
+}
+
+void register_ops(pybind11::module_& m) {
+  m.def("pixelcnn_connected", &pixelcnn_connected, pybind11::arg("weights"), pybind11::arg("lx"),
+        pybind11::arg("ly"), pybind11::arg("magnetization"), pybind11::arg("spins"), pybind11::arg("flips"),
+        pybind11::arg("counts"), pybind11::arg("memory_budget") = int64_t(1) << 30,
+        "log psi of every connected configuration, float64 [B,M,2] = (re, im) (padding rows 0), no sign rule.");
+}
+
+}  // namespace
+
+NAQS_REGISTER_OPS(pixelcnn_connected, register_ops);
+
+}  // namespace pixelcnn
+}  // namespace naqs

@@ -1,0 +1,41 @@
+// Launchers of the CUDA row-cached walker (see ../walker.h). Plain C++ types only:
+// raw device pointers, sizes and a cudaStream_t, so the .cu includes only the CUDA
+// runtime and the torch-heavy front ends do the checking.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "../walker.h"
+
+namespace naqs {
+namespace pixelcnn {
+namespace cuda {
+
+// How a walk is launched: a persistent grid of CTAs of `threads` threads, each owning
+// a tile of `tile` jobs at a time; `scratch_bytes` of device memory (3-row rings and
+// walked configurations of every CTA) must be passed to walk().
+struct Plan {
+  int tile = 0;          // jobs per CTA tile (4, 8, 16 or 32)
+  int k_split = 1;       // K-split groups of the [tile x K] x [K x C] product
+  int xs_stride = 0;     // row stride of the shared input window
+  int w_shared = 0;      // 1: each layer's weights are staged in shared memory
+  int threads = 256;
+  int grid = 0;
+  size_t smem = 0;       // dynamic shared memory per CTA
+  size_t scratch_bytes = 0;
+};
+
+template <typename T>
+cudaError_t plan(const Dims& dims, int64_t n_jobs, Plan* out);
+
+// Runs every job of `args` on `stream`; `scratch` has plan.scratch_bytes bytes.
+template <typename T>
+cudaError_t walk(const Dims& dims, const Weights<T>& weights, const WalkArgs<T>& args, const Plan& plan,
+                 void* scratch, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace pixelcnn
+}  // namespace naqs

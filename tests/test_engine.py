@@ -1,0 +1,385 @@
+"""The row-cached engine (csrc/pixelcnn) against the PyTorch references.
+
+Every test runs on the CPU kernel and, with the ``cuda`` marker, on the CUDA kernel
+(skipped without a CUDA device; FAILING when NAQS_EXPECT_CUDA=1 and the extension was
+built without CUDA).
+
+Tolerances (why):
+- float64: samples identical; log psi within 1e-10 (the kernels sum the same per-site
+  terms in another order, rounding ~1e-15 per term).
+- float32: the kernel and the reference compute each conditional with different
+  summation orders (~1e-7 relative), so a uniform within ~1e-7 of |psi_i(+1)|^2 can
+  go either way: we allow at most 2% of the rows to differ (observed: none in these
+  sizes); log psi within 1e-4 absolute (the reference sums N float32 terms).
+- connected log psi: same as log psi; local energies of a float32 network through the
+  kernels stay within 1e-6 relative of the float64 evaluation (the log ratio is formed
+  from the differing suffix only, accumulated in float64).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+from naqs import ops
+from naqs.hamiltonian import Heisenberg, TransverseFieldIsing
+from naqs.lattice import square
+from naqs.local_energy import connected_log_psi_reference, local_energy
+from naqs.models.pixelcnn import PixelCNN
+from naqs.models.symmetric import SymmetricModel
+from naqs.sampling import exact_sample, last_sampler_path
+
+
+def _require_cuda():
+    info = ops.build_info()
+    expect = os.environ.get("NAQS_EXPECT_CUDA") == "1"
+    if not info["cuda"]:
+        if expect:
+            pytest.fail("NAQS_EXPECT_CUDA=1 but naqs._C was built without CUDA")
+        pytest.skip("naqs._C built without CUDA")
+    if not torch.cuda.is_available():
+        if expect:
+            pytest.fail("NAQS_EXPECT_CUDA=1 but no CUDA device is visible")
+        pytest.skip("no CUDA device")
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    if request.param != "cuda":
+        yield torch.device("cpu")
+        return
+    _require_cuda()
+    # The reference must be float32 arithmetic, not cuDNN/cuBLAS TF32 (on by default
+    # for convolutions), else it is the reference that is off by ~1e-3.
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield torch.device("cuda")
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def _model(lx, ly, blocks, channels, dtype, device, magnetization=None, seed=0, scale=0.5, sign_rule=None):
+    torch.manual_seed(seed)
+    # output_scale 0.5: conditionals far from uniform, so a wrong kernel cannot hide
+    return PixelCNN(lx, ly, blocks, channels, magnetization=magnetization, output_scale=scale,
+                    sign_rule=sign_rule).to(device=device, dtype=dtype)
+
+
+def _uniforms(batch, n, device, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, n, generator=g, dtype=torch.float64).to(device)
+
+
+# (lx, ly, blocks, channels, magnetization)
+SHAPES = [
+    (1, 1, 1, 1, None),
+    (1, 6, 2, 3, None),
+    (6, 1, 2, 4, 0),
+    (3, 4, 3, 5, None),
+    (4, 3, 2, 8, 2),
+    (4, 4, 1, 32, 0),
+    (3, 5, 4, 6, -1),
+    (3, 3, 40, 2, None),
+]
+
+
+def _ids(shape):
+    return "x".join(map(str, shape[:2])) + f"-L{shape[2]}-C{shape[3]}-M{shape[4]}"
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=_ids)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_sample_matches_reference(device, shape, dtype):
+    lx, ly, blocks, channels, mag = shape
+    model = _model(lx, ly, blocks, channels, dtype, device, mag)
+    batch = 48
+    u = _uniforms(batch, model.n_sites, device)
+    s_ref, lp_ref = model.sample_reference(batch, uniforms=u)
+    s_k, lp_k = ops.pixelcnn_sample(model, u)
+    assert s_k.dtype == torch.int8 and s_k.shape == (batch, model.n_sites)
+    assert lp_k.dtype == torch.complex128
+    if mag is not None:
+        assert (s_k.long().sum(1) == mag).all()
+    same = (s_k == s_ref).all(1)
+    if dtype == torch.float64:
+        assert same.all(), f"{int((~same).sum())} samples differ"
+        torch.testing.assert_close(lp_k, lp_ref.to(torch.complex128), atol=1e-10, rtol=0)
+    else:
+        assert (~same).float().mean() <= 0.02
+        torch.testing.assert_close(lp_k[same], lp_ref[same].to(torch.complex128), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("batch", [0, 1])
+def test_sample_small_batches(device, batch):
+    model = _model(3, 2, 2, 4, torch.float64, device)
+    u = _uniforms(batch, 6, device)
+    s_ref, lp_ref = model.sample_reference(batch, uniforms=u)
+    s_k, lp_k = ops.pixelcnn_sample(model, u)
+    assert s_k.shape == (batch, 6) and lp_k.shape == (batch,)
+    assert torch.equal(s_k, s_ref)
+    torch.testing.assert_close(lp_k, lp_ref, atol=1e-10, rtol=0)
+
+
+def test_random_networks_match(device):
+    """Random shapes, depths, widths and sectors, float64: identical samples, equal
+    log psi and connected log psi."""
+    gen = torch.Generator().manual_seed(123)
+    for trial in range(6):
+        lx, ly = (int(v) for v in torch.randint(1, 5, (2,), generator=gen))
+        blocks = int(torch.randint(1, 5, (1,), generator=gen))
+        channels = int(torch.randint(1, 10, (1,), generator=gen))
+        n = lx * ly
+        mag = None if trial % 2 == 0 else (n % 2)
+        model = _model(lx, ly, blocks, channels, torch.float64, device, mag, seed=trial)
+        u = _uniforms(16, n, device, seed=trial)
+        s_ref, lp_ref = model.sample_reference(16, uniforms=u)
+        s_k, lp_k = ops.pixelcnn_sample(model, u)
+        assert torch.equal(s_k, s_ref), (lx, ly, blocks, channels, mag)
+        torch.testing.assert_close(lp_k, lp_ref, atol=1e-10, rtol=0)
+        flips, counts = _mixed_flips(16, n, device, gen)
+        ref = connected_log_psi_reference(model, s_ref, flips, counts)
+        got = ops.connected_log_psi(model, s_ref, flips, counts)
+        _assert_connected_close(got, ref, 1e-10)
+
+
+def _mixed_flips(batch, n, device, gen):
+    """Single flips of every site, then random pairs (unordered), padded; random counts."""
+    m = n + 4
+    flips = torch.full((batch, m, 2), -1, dtype=torch.int64)
+    flips[:, :n, 0] = torch.arange(n)
+    if n > 1:
+        for r in range(4):
+            pair = torch.stack([torch.randperm(n, generator=gen)[:2] for _ in range(batch)])
+            flips[:, n + r] = pair
+    else:
+        m = n
+        flips = flips[:, :n]
+    counts = torch.randint(0, m + 1, (batch,), generator=gen)
+    counts[0] = m
+    valid = torch.arange(m)[None, :] < counts[:, None]
+    flips = torch.where(valid[..., None], flips, torch.full_like(flips, -1))
+    return flips.to(device), counts.to(device)
+
+
+def _assert_connected_close(got, ref, atol):
+    assert got.shape == ref.shape
+    fin = torch.isfinite(ref.real)
+    assert torch.equal(fin, torch.isfinite(got.real))
+    assert torch.equal(torch.isneginf(ref.real), torch.isneginf(got.real))
+    torch.testing.assert_close(got[fin], ref[fin].to(got.dtype), atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=_ids)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_connected_matches_reference(device, shape, dtype):
+    lx, ly, blocks, channels, mag = shape
+    model = _model(lx, ly, blocks, channels, dtype, device, mag)
+    n = model.n_sites
+    batch = 12
+    spins, _ = model.sample_reference(batch, uniforms=_uniforms(batch, n, device))
+    gen = torch.Generator().manual_seed(5)
+    flips, counts = _mixed_flips(batch, n, device, gen)
+    ref = connected_log_psi_reference(model, spins, flips, counts)
+    got = ops.connected_log_psi(model, spins, flips, counts)
+    assert got.dtype == torch.complex128
+    _assert_connected_close(got, ref, 1e-10 if dtype == torch.float64 else 1e-4)
+    # a tiny memory budget forces one sample per chunk: same numbers
+    got_small = ops.connected_log_psi(model, spins, flips, counts, memory_budget=1)
+    _assert_connected_close(got_small, got, 0.0)
+
+
+def test_log_psi_kernel_and_sign_rule(device):
+    n = 12
+    sign = torch.tensor([(i % 4 + i // 4) % 2 for i in range(n)], dtype=torch.float32)
+    model = _model(4, 3, 3, 6, torch.float64, device, 0, sign_rule=sign)
+    spins, _ = model.sample_reference(20, uniforms=_uniforms(20, n, device))
+    torch.testing.assert_close(ops.pixelcnn_log_psi_kernel(model, spins), model.log_psi(spins), atol=1e-10, rtol=0)
+    ham = Heisenberg(square(4, 3))
+    conn = ham.connections(spins)
+    ref = connected_log_psi_reference(model, spins, conn.flips, conn.counts)
+    got = ops.connected_log_psi(model, spins, conn.flips, conn.counts)
+    # the sign-rule phase is pi * count: compare modulo 2 pi
+    fin = torch.isfinite(ref.real)
+    torch.testing.assert_close(got.real[fin], ref.real[fin], atol=1e-10, rtol=0)
+    dphi = torch.remainder(got.imag[fin] - ref.imag[fin] + math.pi, 2 * math.pi) - math.pi
+    assert dphi.abs().max() < 1e-9
+    # exact_sample adds the sign rule to the kernel's log psi
+    s2, lp2 = exact_sample(model, 20, uniforms=_uniforms(20, n, device))
+    assert last_sampler_path() == f"kernel-{device.type}"
+    torch.testing.assert_close(lp2, model.log_psi(s2).to(lp2.dtype), atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("hamiltonian", ["ising", "heisenberg"])
+def test_local_energy_precision_float32(device, hamiltonian):
+    """Default mode: local energies of a float32 network through the kernels within
+    1e-6 relative of the float64 evaluation of the same network."""
+    # The model's default output scale (1e-2). With outputs of O(1) the float32
+    # network's own arithmetic (~1e-6 on each raw output) dominates both paths alike:
+    # see docs/engine.md, "Precision".
+    lx, ly = 4, 4
+    model = _model(lx, ly, 4, 16, torch.float32, device, None if hamiltonian == "ising" else 0, scale=1e-2)
+    model64 = _model(lx, ly, 4, 16, torch.float64, device, None if hamiltonian == "ising" else 0, scale=1e-2)
+    model64.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
+    lat = square(lx, ly)
+    ham = TransverseFieldIsing(lat, gamma=1.0) if hamiltonian == "ising" else Heisenberg(lat)
+    spins, log_psi = exact_sample(model, 64, uniforms=_uniforms(64, lx * ly, device))
+    assert log_psi.dtype == torch.complex128
+    e_kernel = local_energy(model, ham, spins, log_psi=log_psi)
+    e_ref = local_energy(model64, ham, spins, use_kernel=False)
+    rel = ((e_kernel - e_ref).abs() / e_ref.abs().clamp_min(1e-12)).max().item()
+    assert rel < 1e-6, rel
+    # norm-wise, the kernel path is at least as close as the float32 reference path
+    e_ref32 = local_energy(model, ham, spins, use_kernel=False)
+    assert (e_kernel - e_ref).norm() <= 1.05 * (e_ref32 - e_ref).norm() + 1e-12
+
+
+def test_local_energy_kernel_path_used(device):
+    model = _model(3, 3, 2, 4, torch.float64, device)
+    ham = TransverseFieldIsing(square(3, 3), gamma=0.7)
+    spins, lp = exact_sample(model, 10, uniforms=_uniforms(10, 9, device))
+    from naqs.local_energy import last_local_energy_path
+
+    e1 = local_energy(model, ham, spins, log_psi=lp)
+    assert last_local_energy_path() == f"kernel-{device.type}"
+    e2 = local_energy(model, ham, spins, use_kernel=False)
+    torch.testing.assert_close(e1, e2, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("spin_flip", [False, True])
+def test_symmetric_model(device, spin_flip):
+    lat = square(3, 3)
+    base = _model(3, 3, 2, 5, torch.float64, device, None)
+    perms, fl = lat.symmetry_group(spin_flip=spin_flip)
+    model = SymmetricModel(base, perms, fl).to(device)
+    n, batch = 9, 16
+    u = _uniforms(batch, n, device)
+    transforms = torch.randint(0, model.n_transforms, (batch,), generator=torch.Generator().manual_seed(2))
+    s_ref, _ = model.sample_reference(batch, uniforms=u, transforms=transforms)
+    s_k, lp_k = exact_sample(model, batch, uniforms=u, transforms=transforms)
+    assert torch.equal(s_k, s_ref)
+    torch.testing.assert_close(ops.pixelcnn_log_psi_kernel(model, s_k), model.log_psi(s_k), atol=1e-10, rtol=0)
+    for ham in (TransverseFieldIsing(lat, gamma=1.0), Heisenberg(lat, j2=0.5)):
+        conn = ham.connections(s_k)
+        ref = connected_log_psi_reference(model, s_k, conn.flips, conn.counts)
+        got = ops.connected_log_psi(model, s_k, conn.flips, conn.counts)
+        _assert_connected_close(got, ref, 1e-9)
+        e1 = local_energy(model, ham, s_k, log_psi=ops.pixelcnn_log_psi_kernel(model, s_k))
+        e2 = local_energy(model, ham, s_k, use_kernel=False)
+        torch.testing.assert_close(e1, e2, atol=1e-9, rtol=1e-9)
+
+
+def test_gradcheck(device):
+    model = _model(3, 2, 2, 3, torch.float64, device, 0, scale=0.5)
+    spins, _ = model.sample_reference(5, uniforms=_uniforms(5, 6, device))
+    params = list(model.parameters())
+
+    def f(*ps):
+        return ops.PixelCNNLogPsi.apply(model, spins, *ps)
+
+    # gradcheck perturbs the parameters in place; the kernel forward reads them anew
+    assert torch.autograd.gradcheck(f, params, eps=1e-6, atol=1e-6)
+    value = ops.pixelcnn_log_psi(model, spins)
+    torch.testing.assert_close(value, model.log_psi(spins), atol=1e-10, rtol=0)
+    loss = value.real.sum() + value.imag.sum()
+    loss.backward()
+    g_kernel = [p.grad.clone() for p in params]
+    model.zero_grad()
+    ref = model.log_psi(spins)
+    (ref.real.sum() + ref.imag.sum()).backward()
+    for a, b in zip(g_kernel, [p.grad for p in params]):
+        torch.testing.assert_close(a, b)
+
+
+def test_paths(device):
+    model = _model(2, 2, 1, 2, torch.float32, device)
+    assert ops.pixelcnn_sample_path(model) == f"kernel-{device.type}"
+    assert ops.connected_log_psi_path(model, None) == f"kernel-{device.type}"
+
+
+# ---------------------------------------------------------------------- bad inputs
+def _weights(model):
+    return ops._packed_weights(model)
+
+
+# (expected exception, regex, call) with w = packed weights of a float32 3x3 network,
+# u = uniforms [4, 9], spins = ones [4, 9], flips/counts = the 9 single flips.
+BAD_CALLS = [
+    ("TypeError", "uniforms must have dtype Double", "_C.pixelcnn_sample(w, 3, 3, None, u.float())"),
+    ("ValueError", "size 9", "_C.pixelcnn_sample(w, 3, 3, None, u[:, :8].contiguous())"),
+    ("ValueError", "contiguous", "_C.pixelcnn_sample(w, 3, 3, None, torch.rand(9, 4, dtype=torch.float64, device=dev).t())"),
+    ("ValueError", "8 tensors", "_C.pixelcnn_sample(w[:7], 3, 3, None, u)"),
+    ("ValueError", "wh must have shape", "_C.pixelcnn_sample(w[:4] + [w[4][:, :, :3].contiguous()] + w[5:], 3, 3, None, u)"),
+    ("TypeError", "dtype", "_C.pixelcnn_sample(w[:2] + [w[2].double()] + w[3:], 3, 3, None, u)"),
+    ("ValueError", "magnetization", "_C.pixelcnn_sample(w, 3, 3, 2, u)"),
+    ("ValueError", "only \\+1 and -1", "_C.pixelcnn_log_psi(w, 3, 3, None, torch.zeros(4, 9, dtype=torch.int8, device=dev))"),
+    ("TypeError", "Char", "_C.pixelcnn_log_psi(w, 3, 3, None, spins.float())"),
+    ("ValueError", "connection", "_C.pixelcnn_connected(w, 3, 3, None, spins, flips + 20, counts, 1 << 20)"),
+    ("ValueError", "connection", "_C.pixelcnn_connected(w, 3, 3, None, spins, flips, counts + 1, 1 << 20)"),
+    ("ValueError", "flips must have size 4", "_C.pixelcnn_connected(w, 3, 3, None, spins, flips[:3].contiguous(), counts, 1 << 20)"),
+    ("TypeError", "Long", "_C.pixelcnn_connected(w, 3, 3, None, spins, flips.int(), counts, 1 << 20)"),
+    ("ValueError", "contiguous", "_C.pixelcnn_connected(w, 3, 3, None, spins, flips.transpose(0, 1).contiguous().transpose(0, 1), counts, 1 << 20)"),
+    ("ValueError", "spins must have size 9", "ops.pixelcnn_log_psi_kernel(model, torch.ones(4, 8, dtype=torch.int8, device=dev))"),
+]
+
+_BAD_SETUP = """
+import torch
+from naqs import ops, _C
+from naqs.models.pixelcnn import PixelCNN
+dev = torch.device({dev!r})
+torch.manual_seed(0)
+model = PixelCNN(3, 3, 2, 4).to(dev)
+w = ops._packed_weights(model)
+u = torch.rand(4, 9, dtype=torch.float64).to(dev)
+spins = torch.ones(4, 9, dtype=torch.int8, device=dev)
+flips = torch.full((4, 9, 2), -1, dtype=torch.int64, device=dev)
+flips[:, :, 0] = torch.arange(9, device=dev)
+counts = torch.full((4,), 9, dtype=torch.int64, device=dev)
+"""
+
+
+@pytest.mark.parametrize("bad", BAD_CALLS, ids=[f"{i}" for i in range(len(BAD_CALLS))])
+def test_bad_inputs(device, bad):
+    """Bad input is a Python exception with a clear message, never a crash. On CUDA each
+    call runs in its own process, so that a crash is reported as this test failing."""
+    exc, pattern, call = bad
+    if device.type == "cpu":
+        env = {}
+        exec(_BAD_SETUP.format(dev="cpu"), env)
+        with pytest.raises({"TypeError": TypeError, "ValueError": ValueError}[exc], match=pattern):
+            eval(call, env)
+        return
+    import subprocess
+    import sys
+
+    code = _BAD_SETUP.format(dev="cuda") + f"""
+import re
+try:
+    {call}
+except {exc} as err:
+    assert re.search({pattern!r}, str(err)), str(err)
+    print("RAISED-OK")
+"""
+    proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "RAISED-OK" in proc.stdout, (
+        f"{call}: rc={proc.returncode}\nstdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-3000:]}"
+    )
+
+
+def test_bad_device_mix():
+    """Spins on the CPU with weights on the GPU (CUDA only)."""
+    _require_cuda()
+    from naqs import _C
+
+    model = _model(3, 3, 2, 4, torch.float32, torch.device("cuda"))
+    with pytest.raises(ValueError, match="weights are on"):
+        _C.pixelcnn_log_psi(ops._packed_weights(model), 3, 3, None, torch.ones(4, 9, dtype=torch.int8))
+
+
+test_bad_device_mix = pytest.mark.cuda(test_bad_device_mix)
