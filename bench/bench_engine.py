@@ -214,9 +214,10 @@ def main(argv=None):
     if device.type == "cuda":
         configs = [(10, 10, 1000, True), (10, 10, 4096, False), (12, 10, 1000, True), (12, 10, 4096, False),
                    (12, 20, 4096, False), (21, 10, 4096, False), (21, 20, 1000, True), (21, 20, 4096, False)]
-        if args.quick:
-            configs = [(12, 10, 1000, True), (21, 20, 4096, False)]
         vmc_cfgs = [(12, 10, 1000), (21, 20, 1000)]
+        if args.quick:
+            configs = [(12, 10, 1000, True)]
+            vmc_cfgs = [(12, 10, 1000)]
     else:
         configs = [(4, 10, 256, True), (6, 10, 256, True)]
         vmc_cfgs = [(6, 10, 256)]

@@ -41,7 +41,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--blocks", dest="n_blocks", type=int, help="PixelCNN blocks (default 10)")
     g.add_argument("--channels", type=int, help="channels per branch (default 32)")
     g.add_argument("--symmetrize", action="store_true", default=None, help="self-ensemble over the lattice symmetries")
-    g.add_argument("--spin-flip", action="store_true", default=None, help="include spin inversion in the ensemble")
+    g.add_argument("--spin-flip", action="store_true", default=None, help="include spin inversion in the ensemble (alone: the group {1, inversion})")
     g = p.add_argument_group("optimization")
     g.add_argument("--config", help="TOML or JSON file with VMCConfig keys (command-line flags win)")
     g.add_argument("--steps", type=int, help="total steps; the stage lengths are scaled to it")
@@ -61,6 +61,14 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("data parallelism (under torchrun; docs/distributed.md)")
+    g.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=10.0,
+        metavar="MINUTES",
+        help="process-group timeout: a rank that dies or hangs stops the others after this long (default 10)",
+    )
 
 
 def _per_stage(text: str, n: int, cast, name: str):
@@ -124,18 +132,55 @@ def _print_summary(summary: dict, as_json: bool) -> None:
     print(f"steps, seconds   {summary['steps']}, {summary['seconds']:.1f}")
 
 
+def _saved_config(args) -> dict | None:
+    """The run's own config.json when resuming without new system flags."""
+    saved = Path(args.out) / "config.json"
+    if args.resume and saved.exists() and not args.config and args.model is None:
+        return json.loads(saved.read_text())
+    return None
+
+
 def cmd_train(args) -> int:
-    from .vmc import VMC
+    from . import distributed
+    from .vmc import VMC, VMCConfig
 
     config = config_from_args(args)
-    if args.resume:
-        saved = Path(args.out) / "config.json"
-        if saved.exists() and not args.config and args.model is None:
-            from .vmc import VMCConfig
-
-            config = VMCConfig.from_dict(json.loads(saved.read_text()))
-    summary = VMC(config, args.out, progress=not args.quiet).run(resume=args.resume)
-    _print_summary(summary, args.json)
+    saved = _saved_config(args)
+    # torchrun sets RANK/WORLD_SIZE/LOCAL_RANK: then this process is one rank of a
+    # data-parallel run. The backend follows the device, so pick the device first
+    # (a resumed run's own device unless --device says otherwise).
+    device = args.device or (saved or {}).get("device") or config.device
+    if args.dist_timeout is None or not args.dist_timeout > 0:
+        raise ValueError(f"--dist-timeout must be a positive number of minutes, got {args.dist_timeout}")
+    ctx = distributed.init_from_environment(device, timeout_s=args.dist_timeout * 60.0)
+    if ctx is None:
+        if saved is not None:
+            config = VMCConfig.from_dict(saved)
+        summary = VMC(config, args.out, progress=not args.quiet).run(resume=args.resume)
+        _print_summary(summary, args.json)
+        return 0
+    try:
+        if args.resume:
+            # rank 0's config.json wins on every rank (other hosts may not see --out)
+            saved = ctx.broadcast_object(saved)
+            if saved is not None:
+                config = VMCConfig.from_dict(saved)
+        summary = VMC(config, args.out, progress=not args.quiet and ctx.is_main, dist=ctx).run(resume=args.resume)
+    except distributed.RankFailure as err:
+        # every rank saw the failure in the same collective: nothing is pending, a clean
+        # teardown is safe; the last checkpoint (written atomically by rank 0) is intact
+        print(f"naqs train: rank {ctx.rank}/{ctx.world_size}: error: {err}", file=sys.stderr)
+        ctx.shutdown()
+        return 1
+    except BaseException as err:
+        # failed outside the agreement protocol: peers may still be inside a collective,
+        # so abort the group instead of waiting for them (their timeout stops them)
+        print(f"naqs train: rank {ctx.rank}/{ctx.world_size}: error: {type(err).__name__}: {err}", file=sys.stderr)
+        ctx.abort()
+        raise
+    ctx.shutdown()
+    if ctx.is_main:
+        _print_summary(summary, args.json)
     return 0
 
 

@@ -59,22 +59,25 @@ def local_energy(
     if memory_budget <= 0:
         raise ValueError(f"memory_budget must be positive, got {memory_budget}")
     batch = spins.shape[0]
+    kernel = ops.connected_log_psi_path(model, hamiltonian) if use_kernel else None
     if log_psi is None:
-        log_psi = model.log_psi(spins)
+        # the kernel sums the per-site log-conditionals in float64: the ratios below
+        # then keep float64 accuracy even for a float32 network
+        log_psi = ops.pixelcnn_log_psi_kernel(model, spins) if kernel is not None else model.log_psi(spins)
     if log_psi.shape != (batch,):
         raise ValueError(f"log_psi must have shape [{batch}], got {list(log_psi.shape)}")
     diag = hamiltonian.diagonal(spins).to(torch.complex128)
     if hamiltonian.max_connections == 0 or batch == 0:
         _last_path["path"] = "diagonal"
         return diag
-    rows = _chunk_rows(hamiltonian.n_sites, hamiltonian.max_connections, memory_budget)
-    kernel = ops.connected_log_psi_path(model, hamiltonian) if use_kernel else None
+    # The kernel chunks its own work to the memory budget; the reference is chunked here.
+    rows = batch if kernel is not None else _chunk_rows(hamiltonian.n_sites, hamiltonian.max_connections, memory_budget)
     out = torch.empty(batch, dtype=torch.complex128, device=spins.device)
     for start in range(0, batch, rows):
         chunk = spins[start : start + rows]
         conn = hamiltonian.connections(chunk)
         if kernel is not None:
-            connected = ops.connected_log_psi(model, chunk, conn.flips, conn.counts)
+            connected = ops.connected_log_psi(model, chunk, conn.flips, conn.counts, memory_budget=memory_budget)
         else:
             connected = connected_log_psi_reference(model, chunk, conn.flips, conn.counts)
         ratio = torch.exp(connected.to(torch.complex128) - log_psi[start : start + rows, None].to(torch.complex128))

@@ -78,6 +78,8 @@ def exact_sample(
     if transforms.shape != (n_samples,) or (transforms < 0).any() or (transforms >= model.n_transforms).any():
         raise ValueError(f"transforms must be {n_samples} indices in [0, {model.n_transforms})")
     spins = model.untransform(spins, transforms)
+    if path is not None:
+        return spins, ops.pixelcnn_log_psi_kernel(model, spins)
     return spins, model.log_psi(spins)
 
 

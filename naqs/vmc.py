@@ -10,6 +10,12 @@ batch, SGD with momentum and a larger batch still), each configurable from a TOM
 file and the command line. Every step's metrics go to ``metrics.jsonl``; a checkpoint is
 written atomically every ``checkpoint_every`` steps, and ``resume`` continues from it
 bit-for-bit (model, optimizer, random streams and Markov chains are all restored).
+
+Data parallelism: given a :class:`naqs.distributed.DistributedContext` (``naqs train``
+makes one under torchrun), each of the P ranks draws ``batch / P`` samples (and runs
+``mcmc_chains / P`` Markov chains) from its own stream; statistics and gradients are
+all-reduced so that every rank takes the single-process step on the union of the
+samples, and rank 0 alone writes files. See naqs/distributed.py and docs/distributed.md.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -27,6 +34,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed as dist_utils
 from . import sampling
 from .hamiltonian import Hamiltonian, Heisenberg, TransverseFieldIsing
 from .lattice import Lattice, make_lattice
@@ -187,6 +195,9 @@ def build_model(config: VMCConfig, lattice: Lattice):
     if config.symmetrize:
         perms, flips = lattice.symmetry_group(spin_flip=config.spin_flip)
         model = SymmetricModel(model, perms, flips)
+    elif config.spin_flip:  # the two-element group {1, global spin inversion}
+        n = lattice.n_sites
+        model = SymmetricModel(model, np.stack([np.arange(n), np.arange(n)]), np.array([False, True]))
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     return model.to(device=config.device, dtype=dtype)
 
@@ -203,16 +214,22 @@ def _atomic_write_text(text: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def vmc_loss(eloc: torch.Tensor, log_psi: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+def vmc_loss(
+    eloc: torch.Tensor, log_psi: torch.Tensor, weights: torch.Tensor | None = None, energy: complex | None = None
+) -> torch.Tensor:
     """Surrogate loss whose gradient is eq. 6: ``2 Re E[(E_loc - E)^* d log psi]``.
 
     ``eloc`` is held constant; ``weights`` (summing to 1) replace the sample mean, so
-    that with ``weights = |psi|^2`` over the whole basis the gradient is exact."""
+    that with ``weights = |psi|^2`` over the whole basis the gradient is exact.
+    ``energy`` (default: the weighted mean of ``eloc``) is the centering value; a rank
+    of a data-parallel run passes the GLOBAL mean and weights ``1 / B_global`` on its
+    own samples, so that the ranks' gradients sum to the single-process one."""
     eloc = eloc.detach()
     if weights is None:
         weights = torch.full(eloc.shape, 1.0 / max(1, eloc.numel()), dtype=torch.float64, device=eloc.device)
     weights = weights.detach().to(torch.float64)
-    energy = (weights * eloc).sum()
+    if energy is None:
+        energy = (weights * eloc).sum()
     centered = ((eloc - energy).conj() * weights).to(log_psi.dtype)
     return 2.0 * (centered * log_psi).real.sum()
 
@@ -237,24 +254,51 @@ def estimate(eloc: torch.Tensor, spins: torch.Tensor) -> dict:
 class VMC:
     """The VMC driver. ``run()`` trains (resuming when asked), evaluates and writes
     ``metrics.jsonl``, ``checkpoint.pt``, ``summary.json``, ``config.json`` and plots
-    into ``out_dir``."""
+    into ``out_dir``.
 
-    def __init__(self, config: VMCConfig, out_dir: str | os.PathLike, progress: bool = True):
+    ``dist`` (a :class:`naqs.distributed.DistributedContext`, or None for one process)
+    makes the run data-parallel: build the VMC on every rank with the same config; only
+    rank 0 touches ``out_dir`` (a shared file system is not needed: rank 0 reads the
+    checkpoint on resume and sends it to the others)."""
+
+    def __init__(self, config: VMCConfig, out_dir: str | os.PathLike, progress: bool = True, dist=None):
         config.validate()
+        self.dist = dist
+        self.rank = dist.rank if dist is not None else 0
+        self.world_size = dist.world_size if dist is not None else 1
+        if dist is not None:
+            config.device = dist.device  # cuda:LOCAL_RANK (or cpu) on this rank
+        # every rank must hold the same number of samples and chains: check before any
+        # collective, so that a bad batch fails on all ranks at once with the same message
+        for i, stage in enumerate(config.stages):
+            dist_utils.split_batch(stage.batch, self.world_size, f"stage {i}: batch")
+        if config.sampler == "mcmc":
+            dist_utils.split_batch(config.mcmc_chains, self.world_size, "mcmc_chains")
         self.config = config
         self.out_dir = Path(out_dir)
         self.progress = progress
         self.lattice, self.hamiltonian = build_system(config)
         torch.manual_seed(config.seed)  # parameter initialization
         self.model = build_model(config, self.lattice)
-        self.generator = torch.Generator(device=config.device).manual_seed(config.seed + 1)
+        self.generator = torch.Generator(device=config.device).manual_seed(dist_utils.stream_seed(config.seed, self.rank))
         self.step = 0  # global step
         self.optimizer = None
         self.optimizer_stage = -1
-        self.chains = None  # Metropolis chain states, carried across steps
+        self.chains = None  # this rank's Metropolis chain states, carried across steps
         self.exact_energy = None
         self.sample_path = "none"
         self.energy_path = "none"
+        # data-parallel state: the shift of the energy sums (the previous global mean,
+        # see distributed.local_sums) and a rank-0 I/O error waiting for the next
+        # collective to tell the other ranks
+        self._shift = 0.0
+        self._pending_failure: BaseException | None = None
+        if dist is not None:
+            dist.broadcast_parameters(self.model)  # identical start whatever the seeding did
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
 
     # ------------------------------------------------------------------ schedule
     def stage_of(self, step: int) -> int:
@@ -288,6 +332,7 @@ class VMC:
 
     # ------------------------------------------------------------------ sampling
     def draw(self, batch: int):
+        """``batch`` samples of THIS rank (the caller splits the global batch)."""
         cfg = self.config
         if cfg.sampler == "exact":
             spins, log_psi = sampling.exact_sample(self.model, batch, generator=self.generator)
@@ -301,7 +346,7 @@ class VMC:
             self.model.log_psi,
             n,
             batch,
-            n_chains=cfg.mcmc_chains,
+            n_chains=cfg.mcmc_chains // self.world_size,  # the chains are split across ranks
             move=move,
             magnetization=magnetization,
             burn_in=cfg.mcmc_burn_in if first else 0,
@@ -316,6 +361,8 @@ class VMC:
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict:
+        if self.dist is not None:
+            return self._train_step_distributed()
         index = self.stage_of(self.step)
         stage = self.config.stages[index]
         self._ensure_optimizer(index)
@@ -332,6 +379,9 @@ class VMC:
         if self.config.device.startswith("cuda"):
             torch.cuda.synchronize()
         metrics = estimate(eloc, spins)
+        return self._finish_step(metrics, index, stage, acceptance, start)
+
+    def _finish_step(self, metrics: dict, index: int, stage: Stage, acceptance: float, start: float) -> dict:
         metrics.update(
             step=self.step,
             stage=index,
@@ -345,26 +395,110 @@ class VMC:
         self.step += 1
         return metrics
 
+    def local_gradient(self, spins: torch.Tensor, eloc: torch.Tensor, stats: "dist_utils.GlobalStatistics") -> None:
+        """Backward of this rank's share of the surrogate loss: centered by the GLOBAL
+        mean energy, each sample weighted 1/B_global (so the ranks' gradients sum to the
+        single-process gradient of the union of the samples)."""
+        log_psi_grad = self.model.log_psi(spins)
+        weights = torch.full(eloc.shape, 1.0 / stats.count, dtype=torch.float64, device=eloc.device)
+        loss = vmc_loss(eloc, log_psi_grad, weights, energy=stats.energy_complex)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+
+    def _train_step_distributed(self) -> dict:
+        dist = self.dist
+        index = self.stage_of(self.step)
+        stage = self.config.stages[index]
+        self._ensure_optimizer(index)
+        local_batch = stage.batch // self.world_size  # divisibility checked in __init__
+        start = time.perf_counter()
+        where = f"step {self.step}"
+        # A failure of this rank's local work is not raised here: the rank joins the
+        # collective with its flag set, and every rank raises together (no one waits).
+        failure, self._pending_failure = self._pending_failure, None
+        sums = acceptance = spins = eloc = None
+        if failure is None:
+            try:
+                spins, log_psi, acceptance = self.draw(local_batch)
+                with torch.no_grad():
+                    eloc = local_energy(self.model, self.hamiltonian, spins, log_psi=log_psi)
+                self.energy_path = last_local_energy_path()
+                sums = dist_utils.local_sums(eloc, spins, self._shift, acceptance)
+            except Exception as err:
+                failure = err
+        stats = dist_utils.statistics_from_sums(dist.reduce_sums(sums, failure, where + " (energy statistics)"), self._shift, self.world_size)
+        try:
+            self.local_gradient(spins, eloc, stats)
+        except Exception as err:
+            failure = err
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        dist.allreduce_gradients(params, failure, where + " (gradient)")
+        self.optimizer.step()  # identical gradients and state: identical step on every rank
+        if self.config.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        self._shift = stats.energy
+        return self._finish_step(stats.as_metrics(), index, stage, stats.acceptance, start)
+
+    def _main_io(self, fn, *args) -> None:
+        """Run rank 0's file I/O. Alone, errors raise; in a data-parallel run they wait
+        for the next collective, which stops every rank together."""
+        if self.dist is None:
+            fn(*args)
+            return
+        try:
+            fn(*args)
+        except Exception as err:
+            self._pending_failure = self._pending_failure or err
+
     # ------------------------------------------------------------------ checkpoints
     @property
     def checkpoint_path(self) -> Path:
         return self.out_dir / "checkpoint.pt"
 
+    def _rank_state(self) -> dict:
+        return {
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "chains": self.chains.cpu() if self.chains is not None else None,
+            "digest": dist_utils.parameter_digest(self.model) if self.dist is not None else None,
+        }
+
     def save_checkpoint(self) -> None:
+        """Every rank's streams and chains, gathered to rank 0, which alone writes
+        (atomically: a failure never leaves a half-written checkpoint)."""
+        own = self._rank_state()
+        ranks = self.dist.gather_objects(own) if self.dist is not None else [own]
+        if not self.is_main:
+            return
+        self._main_io(self._write_checkpoint, ranks)
+
+    def _write_checkpoint(self, ranks: list[dict]) -> None:
+        digests = {r["digest"] for r in ranks}
+        if len(digests) > 1:
+            raise RuntimeError(f"step {self.step}: the ranks' parameters differ; the data-parallel step is broken (not saved)")
+        chains = [r["chains"] for r in ranks]
         state = {
             "config": self.config.to_dict(),
             "step": self.step,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
             "optimizer_stage": self.optimizer_stage,
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "chains": self.chains,
+            # rank 0's streams at the top level (the single-process layout), all ranks' below
+            "generator": ranks[0]["generator"],
+            "torch_rng": ranks[0]["torch_rng"],
+            "chains": torch.cat(chains) if all(c is not None for c in chains) else None,  # all chains, rank order
+            "world_size": self.world_size,
+            "ranks": [{k: r[k] for k in ("generator", "torch_rng", "chains")} for r in ranks],
+            "energy_shift": self._shift,
         }
         _atomic_save(state, self.checkpoint_path)
 
-    def load_checkpoint(self) -> None:
-        state = torch.load(self.checkpoint_path, map_location=self.config.device, weights_only=False)
+    def _read_checkpoint(self) -> dict:
+        return torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+
+    def load_checkpoint(self, state: dict | None = None) -> None:
+        if state is None:
+            state = self._read_checkpoint()
         saved = VMCConfig.from_dict(state["config"])
         for key in ("model", "lattice", "size", "pbc", "n_blocks", "channels", "symmetrize", "spin_flip", "sz"):
             if getattr(saved, key) != getattr(self.config, key):
@@ -377,14 +511,46 @@ class VMC:
         if state["optimizer"] is not None:
             self._ensure_optimizer(int(state["optimizer_stage"]))
             self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"].cpu() if hasattr(state["generator"], "cpu") else state["generator"])
-        torch.set_rng_state(state["torch_rng"].cpu())
-        self.chains = state["chains"]
+        self._shift = float(state.get("energy_shift", 0.0))
+        # checkpoints older than data parallelism hold one rank's state at the top level
+        saved_world = int(state.get("world_size", 1))
+        ranks = state.get("ranks") or [{"generator": state["generator"], "torch_rng": state["torch_rng"], "chains": state["chains"]}]
+        if saved_world == self.world_size:
+            mine = ranks[self.rank]
+            self.generator.set_state(mine["generator"].cpu() if hasattr(mine["generator"], "cpu") else mine["generator"])
+            torch.set_rng_state(mine["torch_rng"].cpu())
+            self.chains = mine["chains"].to(self.config.device) if mine["chains"] is not None else None
+            return
+        dist_utils.warn_stream_rederived(saved_world, self.world_size, self.config.seed, self.step)
+        self.generator.manual_seed(dist_utils.stream_seed(self.config.seed, self.rank, self.step))
+        # the chains are equilibrated states whoever ran them: re-split them over the
+        # new ranks (no new burn-in) when their total still matches the config
+        self.chains = None
+        chains = state.get("chains")
+        if chains is not None and self.config.sampler == "mcmc" and chains.shape[0] == self.config.mcmc_chains:
+            per_rank = self.config.mcmc_chains // self.world_size
+            self.chains = chains[self.rank * per_rank : (self.rank + 1) * per_rank].to(self.config.device)
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self, batch: int | None = None) -> dict:
+        """Estimates from ``batch`` fresh samples (the GLOBAL count: split over ranks)."""
         batch = batch or self.config.eval_batch
+        if self.dist is None:
+            spins, eloc = self._evaluate_local(batch)
+            return estimate(eloc, spins)
+        failure, self._pending_failure = self._pending_failure, None
+        sums = None
+        if failure is None:
+            try:
+                spins, eloc = self._evaluate_local(dist_utils.share_of(batch, self.rank, self.world_size))
+                sums = dist_utils.local_sums(eloc, spins, self._shift)
+            except Exception as err:
+                failure = err
+        total = self.dist.reduce_sums(sums, failure, "the final evaluation")
+        return dist_utils.statistics_from_sums(total, self._shift, self.world_size).as_metrics()
+
+    def _evaluate_local(self, batch: int):
         spins_list, eloc_list = [], []
         chunk = 4096
         for start in range(0, batch, chunk):
@@ -392,7 +558,10 @@ class VMC:
             spins, log_psi, _ = self.draw(n)
             spins_list.append(spins)
             eloc_list.append(local_energy(self.model, self.hamiltonian, spins, log_psi=log_psi))
-        return estimate(torch.cat(eloc_list), torch.cat(spins_list))
+        if not spins_list:  # a rank with no share of a tiny evaluation batch
+            dev = self.config.device
+            return torch.zeros(0, self.lattice.n_sites, dtype=torch.int8, device=dev), torch.zeros(0, dtype=torch.complex128, device=dev)
+        return torch.cat(spins_list), torch.cat(eloc_list)
 
     def compute_exact(self) -> float | None:
         """Exact ground-state energy when the system is small enough (N <= 24
@@ -416,42 +585,83 @@ class VMC:
         return float(result.energy)
 
     # ------------------------------------------------------------------ main loop
-    def run(self, resume: bool = False) -> dict:
+    def _prepare_out_dir(self, resume: bool) -> dict | None:
+        """Rank 0's start-up I/O; returns the checkpoint state to resume from."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         metrics_path = self.out_dir / "metrics.jsonl"
+        state = None
         if resume:
             if not self.checkpoint_path.exists():
                 raise FileNotFoundError(f"--resume: no checkpoint in {self.out_dir}")
-            self.load_checkpoint()
+            state = self._read_checkpoint()
             # drop metric lines written after the checkpoint, so the log matches the state
             if metrics_path.exists():
-                lines = metrics_path.read_text().splitlines()[: self.step]
+                lines = metrics_path.read_text().splitlines()[: int(state["step"])]
                 _atomic_write_text("".join(line + "\n" for line in lines), metrics_path)
         else:
             if self.checkpoint_path.exists():
                 raise FileExistsError(f"{self.out_dir} already holds a run; pass --resume to continue it or use another --out")
             metrics_path.write_text("")
         _atomic_write_text(json.dumps(self.config.to_dict(), indent=2), self.out_dir / "config.json")
-        self.exact_energy = self.compute_exact()
+        return state
+
+    def _start(self, resume: bool) -> None:
+        """Start-up: rank 0 prepares ``out_dir`` and reads the checkpoint; the outcome
+        (the state, or the error) goes to every rank, so a refused start stops all of
+        them with rank 0's message instead of leaving them in the first collective."""
+        outcome = None
+        if self.is_main:
+            try:
+                outcome = ("ok", self._prepare_out_dir(resume))
+            except Exception as err:
+                if self.dist is None:
+                    raise
+                outcome = ("error", err)
+        if self.dist is not None:
+            if self.is_main and outcome[0] == "error":
+                try:
+                    pickle.dumps(outcome[1])
+                except Exception:
+                    outcome = ("error", RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]}"))
+            outcome = self.dist.broadcast_object(outcome)
+        kind, payload = outcome
+        if kind == "error":
+            raise payload
+        if resume:
+            self.load_checkpoint(payload)
+
+    def run(self, resume: bool = False) -> dict:
+        self._start(resume)
+        metrics_path = self.out_dir / "metrics.jsonl"
+        if self.is_main:
+            self.exact_energy = self.compute_exact()
         total = self.config.total_steps
         started = time.perf_counter()
-        bar = tqdm(total=total, initial=self.step, disable=not self.progress, desc="VMC", unit="step")
-        with metrics_path.open("a") as log:
+        bar = tqdm(total=total, initial=self.step, disable=not (self.progress and self.is_main), desc="VMC", unit="step")
+        log = metrics_path.open("a") if self.is_main else None
+        try:
             while self.step < total:
                 metrics = self.train_step()
-                log.write(json.dumps(metrics) + "\n")
+                if log is not None:
+                    self._main_io(log.write, json.dumps(metrics) + "\n")
                 if self.step % self.config.checkpoint_every == 0 or self.step == total:
-                    log.flush()
+                    if log is not None:
+                        self._main_io(log.flush)
                     self.save_checkpoint()
                 bar.update(1)
                 postfix = {"E": f"{metrics['energy']:.5f}", "var": f"{metrics['variance']:.2e}"}
                 if self.exact_energy is not None:
                     postfix["rel"] = f"{abs(metrics['energy'] - self.exact_energy) / abs(self.exact_energy):.1e}"
                 bar.set_postfix(postfix)
-        bar.close()
+        finally:
+            if log is not None:
+                log.close()
+            bar.close()
         train_seconds = time.perf_counter() - started
-        final = self.evaluate()
+        final = self.evaluate()  # a pending rank-0 I/O error stops every rank here
         summary = self.summary(final, train_seconds)
+        if not self.is_main:
+            return summary
         _atomic_write_text(json.dumps(summary, indent=2), self.out_dir / "summary.json")
         try:
             from .plots import plot_training
@@ -481,6 +691,7 @@ class VMC:
             sampler_path=self.sample_path,
             local_energy_path=self.energy_path,
             device=self.config.device,
+            processes=self.world_size,
         )
         if self.exact_energy is not None:
             out["exact_energy"] = self.exact_energy
