@@ -37,11 +37,11 @@ def test_normalized_sector(lx, ly, m):
     assert prob[outside].max().item() == 0.0
 
 
-@pytest.mark.parametrize("lx,ly,spin_flip", [(3, 3, False), (2, 4, True)])
-def test_normalized_symmetrized(lx, ly, spin_flip):
+@pytest.mark.parametrize("lx,ly,spin_flip,blocks", [(3, 3, False, 3), (2, 4, True, 3), (4, 4, False, 1)])
+def test_normalized_symmetrized(lx, ly, spin_flip, blocks):
     lat = square(lx, ly, pbc=False)
     perms, flips = lat.symmetry_group(spin_flip=spin_flip)
-    model = SymmetricModel(_model(lx, ly, magnetization=0 if spin_flip else None), perms, flips)
+    model = SymmetricModel(_model(lx, ly, blocks=blocks, magnetization=0 if spin_flip else None), perms, flips)
     assert _norm(model, lx * ly) == pytest.approx(1.0, abs=1e-12)
     # the symmetrized amplitude is invariant under the group
     configs = all_configurations(lx * ly)[:50]
