@@ -118,6 +118,10 @@ class VMCConfig:
             raise ValueError(f"sampler must be 'exact' or 'mcmc', got {self.sampler!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"device must be 'cpu' or 'cuda[:k]', got {self.device!r}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r} asked for, but torch sees no CUDA device here")
         if self.checkpoint_every < 1 or self.eval_batch < 1:
             raise ValueError("checkpoint_every and eval_batch must be >= 1")
         if not self.stages:
