@@ -155,6 +155,10 @@ class DistributedContext:
     # ------------------------------------------------------------------ teardown
     def shutdown(self) -> None:
         if dist.is_initialized():
+            # Every rank reaches this point before any tears its connections down: a
+            # gloo rank destroyed while a peer still talks to it can abort the peer
+            # ("terminate called without an active exception", seen once in CI).
+            dist.barrier()
             dist.destroy_process_group()
 
     def abort(self) -> None:
