@@ -118,16 +118,22 @@ def _packed_weights(base) -> list[torch.Tensor]:
     return [packed[k].detach().contiguous() for k in _PIXELCNN_KEYS]
 
 
-def pixelcnn_sample_path(model) -> str | None:
-    """Name of the kernel that would sample ``model`` (``"kernel-cpu"`` /
-    ``"kernel-cuda"``), or None when only the reference can (warns once)."""
+def _kernel_path(model, op: str) -> str | None:
+    """The kernel that would run ``op`` for ``model``, or None (warning once per op
+    when a PixelCNN could have had one)."""
     base, _ = _pixelcnn_base(model)
     if base is None:
         return None
     path, why = _pixelcnn_kernel(base)
     if path is None:
-        warn_fallback("pixelcnn_sample", why)
+        warn_fallback(op, why)
     return path
+
+
+def pixelcnn_sample_path(model) -> str | None:
+    """Name of the kernel that would sample ``model`` (``"kernel-cpu"`` /
+    ``"kernel-cuda"``), or None when only the reference can (warns once)."""
+    return _kernel_path(model, "pixelcnn_sample")
 
 
 @torch.no_grad()
@@ -220,13 +226,7 @@ def connected_log_psi_path(model, hamiltonian=None) -> str | None:
     """Name of the kernel that evaluates connected log-psi for this model (a PixelCNN
     or a SymmetricModel of one; any Hamiltonian of 1- and 2-spin flips), or None
     (warns once)."""
-    base, _ = _pixelcnn_base(model)
-    if base is None:
-        return None
-    path, why = _pixelcnn_kernel(base)
-    if path is None:
-        warn_fallback("connected_log_psi", why)
-    return path
+    return _kernel_path(model, "connected_log_psi")
 
 
 def _default_budget(device: torch.device) -> int:
