@@ -1,25 +1,69 @@
 #!/usr/bin/env bash
-# The generalization study's Fig. 2a-c sweeps (dense2 sign networks, eps_train = 1 %) on
-# the GPU machine in one short call: build, then one sweep per 24-site cluster with a
-# time limit each (sweeps resume, so a cut sweep keeps its finished rows). Results
-# (CSV, JSON, PNG, timings) go to $OUT/study-gpu.tgz.
-#   OUT=/some/dir NAQS_STUDY_SECONDS=40 bash bench/gpu_study.sh
+# The generalization study on the GPU machine in one call (< 10 minutes): build, then
+# the sweeps of Figs. 2-5 as concurrent processes (each fit group is small, so one GPU
+# serves several), each under a time limit. Sweeps resume, so a cut sweep keeps its
+# finished rows; every process shares one ED cache. Results (CSV, JSON, PNG, logs,
+# timings) go to $OUT/study-gpu.tgz.
+#   OUT=/some/dir NAQS_STUDY_SECONDS=420 bash bench/gpu_study.sh [PHASE ...]
+# PHASE: fig2 fig3 fig4 sr express fig5 (default: all).
 set -u -o pipefail
 OUT=${OUT:-$PWD/gpu-out}
-mkdir -p "$OUT/runs"
-export PYTHONUNBUFFERED=1 NAQS_CACHE_DIR=/tmp/naqs-cache
-LIMIT=${NAQS_STUDY_SECONDS:-40}
+RUNS="$OUT/runs"
+mkdir -p "$RUNS"
+export PYTHONUNBUFFERED=1 NAQS_CACHE_DIR=${NAQS_CACHE_DIR:-/tmp/naqs-cache} OMP_NUM_THREADS=2
+LIMIT=${NAQS_STUDY_SECONDS:-420}
+PHASES=${*:-fig2 fig3 fig4 sr express fig5}
 T0=$SECONDS
 python3 -m pip install --no-build-isolation -e . > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
 echo "build $((SECONDS - T0)) s" | tee "$OUT/timings.txt"
 python3 -c "import torch, naqs.ops as o; print(o.build_info(), torch.cuda.get_device_name())" | tee -a "$OUT/timings.txt"
-for cluster in kagome-24 square-24 triangle-24; do
-  case $cluster in square-24) J2=0:1:0.1 ;; *) J2=0:2:0.25 ;; esac
-  T0=$SECONDS
-  timeout "$LIMIT" python3 -m naqs.cli study generalization --cluster "$cluster" --j2 "$J2" --eps 0.01 \
-    --arch dense2 --target sign --repeats 2 --device cuda --max-epochs 30 --group-size 3 --out "$OUT/runs/$cluster" --quiet \
-    > "$OUT/runs/$cluster.log" 2>&1
-  echo "$cluster rc=$? $((SECONDS - T0)) s (limit $LIMIT s), rows: $(($(cat "$OUT"/runs/$cluster/*.csv 2>/dev/null | wc -l) - 1))" | tee -a "$OUT/timings.txt"
-  tail -3 "$OUT/runs/$cluster.log"
+COMMON=(--device cuda --quiet --no-plot)
+FIT=(--max-epochs 100 --patience 10)
+
+# job NAME CMD... : run CMD in the background under the time limit, log to $RUNS/NAME.log
+job() {
+  local name=$1
+  shift
+  (
+    local t0=$SECONDS
+    timeout "$LIMIT" "$@" > "$RUNS/$name.log" 2>&1
+    echo "$name rc=$? $((SECONDS - t0)) s" >> "$OUT/timings.txt"
+  ) &
+}
+STUDY=(python3 -m naqs.cli study)
+j2_grid() { case $1 in square-24) echo 0:1:0.1 ;; *) echo 0:2:0.25 ;; esac; }
+sr_grid() { case $1 in square-24) echo 0,0.3,0.5,0.6,0.8,1.0 ;; *) echo 0,0.5,1.0,1.5,2.0 ;; esac; }
+
+for phase in $PHASES; do
+  case $phase in
+    fig2)  # Fig. 2a-c: sign overlap vs J2, eps_train = 1 %, three architectures, 5 repeats
+      for c in square-24 triangle-24 kagome-24; do
+        job "fig2-$c" "${STUDY[@]}" generalization --cluster "$c" --j2 "$(j2_grid "$c")" --eps 0.01 --arch dense1,dense2,cnn \
+          --target sign --repeats 5 "${FIT[@]}" "${COMMON[@]}" --out "$RUNS/fig2-$c"
+      done ;;
+    fig4)  # Fig. 4: amplitudes along J2 for kagome (the sign rows come from fig2)
+      job fig4-kagome-24 "${STUDY[@]}" generalization --cluster kagome-24 --j2 0:2:0.25 --eps 0.01 --arch dense2 \
+        --target sign,amplitude --repeats 3 "${FIT[@]}" "${COMMON[@]}" --out "$RUNS/fig4-kagome-24" ;;
+    fig3)  # Fig. 3: overlap vs eps_train, kagome-24
+      job fig3-kagome-24 "${STUDY[@]}" eps-sweep --cluster kagome-24 --j2 0.4,0.5,0.6,1.0 \
+        --eps 0.0005,0.001,0.002,0.005,0.01,0.02,0.05,0.1 --repeats 3 "${FIT[@]}" "${COMMON[@]}" --out "$RUNS/fig3-kagome-24" ;;
+    sr)    # Fig. 2d-f: SR with two dense networks, overlap with ED vs J2
+      for c in square-24 triangle-24 kagome-24; do
+        job "sr-$c" "${STUDY[@]}" sr --cluster "$c" --j2 "$(sr_grid "$c")" --steps 300 --samples 1024 \
+          --device cuda --quiet --no-plot --out "$RUNS/sr-$c"
+      done ;;
+    express)  # Fig. 2 dashed lines: training on the full basis
+      job express-24 bash -c "for c in square-24 triangle-24 kagome-24; do
+          python3 -m naqs.cli study expressibility --cluster \$c --j2 0,0.5,1.0 --arch dense2 --target sign \
+            --max-epochs 40 --patience 5 --device cuda --quiet --no-plot --out $RUNS/express-\$c || exit 1; done" ;;
+    fig5)  # Fig. 5: critical eps_train vs Hilbert-space dimension (square, 24 and 30 sites)
+      job fig5-square "${STUDY[@]}" critical-eps --clusters square-24,square-30 --j2 0.0 \
+        --eps 0.0001,0.0002,0.0005,0.001,0.002,0.005,0.01 --repeats 2 "${FIT[@]}" "${COMMON[@]}" --out "$RUNS/fig5-square" ;;
+    *) echo "unknown phase $phase" >&2 ;;
+  esac
 done
-tar -czf "$OUT/study-gpu.tgz" -C "$OUT" runs timings.txt
+wait
+echo "total $((SECONDS - T0)) s" | tee -a "$OUT/timings.txt"
+cat "$OUT/timings.txt"
+for f in "$RUNS"/*.log; do echo "== $f"; tail -4 "$f"; done
+tar -czf "$OUT/study-gpu.tgz" -C "$OUT" runs timings.txt build.log

@@ -337,7 +337,7 @@ SR_FIELDS = ["cluster", "n_sites", "j1", "j2", "repeat", "seed", "steps", "n_sam
 
 
 def run_sr_sweep(cluster: str, j2_values, out, *, repeats: int = 1, steps: int = 500, n_samples: int = 1024,
-                 lr: float = 0.05, diag_shift: float = 1e-3, seed: int = 0, device="cpu", checkpoint_every: int = 50,
+                 n_chains: int = 64, lr: float = 0.05, diag_shift: float = 1e-3, seed: int = 0, device="cpu", checkpoint_every: int = 50,
                  progress: bool = True, cache_dir=None) -> Path:
     """Fig. 2d-f: SR at each J2, overlap with the ED ground state. Appends to
     ``out/sr.csv`` (rows present are skipped) and checkpoints each run under
@@ -357,7 +357,7 @@ def run_sr_sweep(cluster: str, j2_values, out, *, repeats: int = 1, steps: int =
             ham = Heisenberg(lattice, 1.0, j2, units="pauli")
             gs = ground_state(ham, device=str(device), cache_dir=cache_dir, progress=progress)
             run_seed = seed * 1000 + rep
-            result = run_sr(ham, steps=steps, n_samples=n_samples, lr=lr, diag_shift=diag_shift, seed=run_seed,
+            result = run_sr(ham, steps=steps, n_samples=n_samples, n_chains=n_chains, lr=lr, diag_shift=diag_shift, seed=run_seed,
                             device=device, checkpoint=out / "checkpoints" / f"sr_{cluster}_j2{j2:g}_r{rep}.pt",
                             checkpoint_every=checkpoint_every, progress=progress)
             overlap = full_basis_overlap(result.model, gs.state, gs.basis, lattice.n_sites)
@@ -374,7 +374,8 @@ def run_sr_sweep(cluster: str, j2_values, out, *, repeats: int = 1, steps: int =
                     writer.writeheader()
                 writer.writerow(row)
     (out / "sr.json").write_text(json.dumps({"command": "sr", "cluster": cluster, "j2": parse_j2(j2_values),
-                                             "repeats": repeats, "steps": steps, "n_samples": n_samples, "lr": lr,
+                                             "repeats": repeats, "steps": steps, "n_samples": n_samples,
+                                             "n_chains": n_chains, "lr": lr,
                                              "diag_shift": diag_shift, "seed": seed, "device": str(device),
                                              "units": "pauli"}, indent=2) + "\n")
     return path

@@ -329,7 +329,10 @@ class FitConfig:
 @dataclass
 class FitData:
     """One supervised problem: configurations and the exact amplitudes psi at them.
-    ``*_weights`` (optional) weight the per-sample losses (mean 1 recommended)."""
+    ``train_weights`` (optional): each epoch draws ``len(x_train)`` training indices with
+    probability proportional to the weights (importance sampling: the expected loss of
+    the weighted set, with unit weights in the batches). ``val_weights`` (optional)
+    weight the validation loss."""
 
     x_train: torch.Tensor  # [n, N] int8
     psi_train: torch.Tensor  # [n] float64
@@ -421,12 +424,17 @@ def _fit_many(lattice, datasets: list[FitData], config: FitConfig, progress: boo
     x_train, x_val = stack("x_train"), stack("x_val")  # int8 [R, n, N]
     y_train = torch.stack([_targets(d.psi_train, config.target) for d in datasets]).to(dev)
     y_val = torch.stack([_targets(d.psi_val, config.target) for d in datasets]).to(dev)
-    w_train = stack("train_weights").to(config.dtype) if datasets[0].train_weights is not None else None
+    # A weighted training set (the full basis weighted by K |psi|^2) is importance
+    # sampled: weighting inside uniform batches would let a handful of large-|psi| states
+    # carry each batch's gradient (weights span many decades), which left full-basis
+    # fits stuck near chance; drawing indices in proportion to the weights gives the
+    # same expected loss with far smaller variance.
+    w_train = stack("train_weights").double().cpu() if datasets[0].train_weights is not None else None
     w_val = stack("val_weights").to(config.dtype) if datasets[0].val_weights is not None else None
     shift = torch.zeros(r, 1, dtype=torch.float64, device=dev)
     scale = torch.ones(r, 1, dtype=torch.float64, device=dev)
     if config.target == "amplitude":
-        w = w_train.double() if w_train is not None else torch.ones_like(y_train)
+        w = w_train.to(dev) if w_train is not None else torch.ones_like(y_train)
         shift = (y_train * w).sum(1, keepdim=True) / w.sum(1, keepdim=True)
         var = (((y_train - shift) ** 2) * w).sum(1, keepdim=True) / w.sum(1, keepdim=True)
         scale = var.sqrt().clamp_min(1e-6)
@@ -462,14 +470,21 @@ def _fit_many(lattice, datasets: list[FitData], config: FitConfig, progress: boo
 
     bar = tqdm(range(1, config.max_epochs + 1), disable=not progress, desc=f"fit x{r}", leave=False)
     for epoch in bar:
-        perms = torch.stack([torch.randperm(n_train, generator=g) for g in generators]).to(dev)  # [R, n]
+        if w_train is None:
+            perms = torch.stack([torch.randperm(n_train, generator=g) for g in generators]).to(dev)  # [R, n]
+        else:
+            # numpy inverse-CDF draws (torch.multinomial stops at 2^24 categories), seeded
+            # from the task's own generator so a stacked fit still equals the fit alone
+            perms = torch.stack([
+                torch.as_tensor(sample_indices(w.numpy(), n_train, np.random.default_rng(
+                    int(torch.randint(0, 2**62, (1,), generator=g)))))
+                for w, g in zip(w_train, generators)]).to(dev)
         total = torch.zeros(r, dtype=torch.float64, device=dev)
         for start in range(0, n_train, bs):
             idx = perms[:, start : start + bs]
             xb = torch.take_along_dim(x_train, idx[..., None], dim=1)
             yb = torch.take_along_dim(y_train, idx, dim=1)
-            wb = torch.take_along_dim(w_train, idx, dim=1) if w_train is not None else None
-            losses = _loss(forward_batched(params, xb), yb, wb, config.target)
+            losses = _loss(forward_batched(params, xb), yb, None, config.target)
             optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()
             optimizer.step()
@@ -1064,7 +1079,7 @@ def _cmd_sr(args):
     from . import sr
 
     return sr.run_sr_sweep(args.cluster, parse_j2(args.j2), args.out, repeats=args.repeats, steps=args.steps,
-                           n_samples=args.samples, lr=args.lr, diag_shift=args.diag_shift, seed=args.seed,
+                           n_samples=args.samples, n_chains=args.chains, lr=args.lr, diag_shift=args.diag_shift, seed=args.seed,
                            device=args.device, checkpoint_every=args.checkpoint_every, progress=not args.quiet,
                            cache_dir=args.cache_dir)
 
@@ -1124,6 +1139,9 @@ def add_study_arguments(subparsers) -> None:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--samples", type=int, default=1024)
+    p.add_argument("--chains", type=int, default=64,
+                   help="Metropolis chains (continued across steps); on a GPU use many (e.g. = --samples): "
+                        "the moves between samples are sequential, the chains run in parallel")
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--diag-shift", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
