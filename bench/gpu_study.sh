@@ -17,6 +17,17 @@ T0=$SECONDS
 python3 -m pip install --no-build-isolation -e . > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
 echo "build $((SECONDS - T0)) s" | tee "$OUT/timings.txt"
 python3 -c "import torch, naqs.ops as o; print(o.build_info(), torch.cuda.get_device_name())" | tee -a "$OUT/timings.txt"
+# Rows already measured (bench/results/study-gpu-*.csv) seed the run folders: the sweeps
+# resume, so a later call only runs what is missing (e.g. the CNN curves of Fig. 2).
+seed_rows() {  # seed_rows RESULT_CSV RUN_DIR FILE
+  if [ -f "bench/results/$1" ] && [ ! -f "$RUNS/$2/$3" ]; then mkdir -p "$RUNS/$2" && cp "bench/results/$1" "$RUNS/$2/$3"; fi
+}
+seed_rows study-gpu-h100-square-24-fig2a.csv fig2-square-24 generalization.csv
+seed_rows study-gpu-h100-triangle-24-fig2b.csv fig2-triangle-24 generalization.csv
+seed_rows study-gpu-h100-kagome-24-fig2c.csv fig2-kagome-24 generalization.csv
+seed_rows study-gpu-h100-kagome-24-fig3.csv fig3-kagome-24 eps_sweep.csv
+seed_rows study-gpu-h100-kagome-24-fig4.csv fig4-kagome-24 generalization.csv
+seed_rows study-gpu-h100-square-fig5.csv fig5-square eps_sweep.csv
 COMMON=(--device cuda --quiet --no-plot)
 FIT=(--max-epochs 100 --patience 10)
 
@@ -32,14 +43,14 @@ job() {
 }
 STUDY=(python3 -m naqs.cli study)
 j2_grid() { case $1 in square-24) echo 0:1:0.1 ;; *) echo 0:2:0.25 ;; esac; }
-sr_grid() { case $1 in square-24) echo 0,0.3,0.5,0.6,0.8,1.0 ;; *) echo 0,0.5,1.0,1.5,2.0 ;; esac; }
+sr_grid() { case $1 in square-24) echo 0,0.5,1.0,0.3,0.6,0.8 ;; *) echo 0,1.0,2.0,0.5,1.5 ;; esac; }
 
 for phase in $PHASES; do
   case $phase in
     fig2)  # Fig. 2a-c: sign overlap vs J2, eps_train = 1 %, three architectures, 5 repeats
       for c in square-24 triangle-24 kagome-24; do
         job "fig2-$c" "${STUDY[@]}" generalization --cluster "$c" --j2 "$(j2_grid "$c")" --eps 0.01 --arch dense1,dense2,cnn \
-          --target sign --repeats 5 "${FIT[@]}" "${COMMON[@]}" --out "$RUNS/fig2-$c"
+          --target sign --repeats 5 --group-size 3 "${FIT[@]}" "${COMMON[@]}" --out "$RUNS/fig2-$c"
       done ;;
     fig4)  # Fig. 4: amplitudes along J2 for kagome (the sign rows come from fig2)
       job fig4-kagome-24 "${STUDY[@]}" generalization --cluster kagome-24 --j2 0:2:0.25 --eps 0.01 --arch dense2 \
@@ -49,7 +60,7 @@ for phase in $PHASES; do
         --eps 0.0005,0.001,0.002,0.005,0.01,0.02,0.05,0.1 --repeats 3 "${FIT[@]}" "${COMMON[@]}" --out "$RUNS/fig3-kagome-24" ;;
     sr)    # Fig. 2d-f: SR with two dense networks, overlap with ED vs J2
       for c in square-24 triangle-24 kagome-24; do
-        job "sr-$c" "${STUDY[@]}" sr --cluster "$c" --j2 "$(sr_grid "$c")" --steps 300 --samples 1024 \
+        job "sr-$c" "${STUDY[@]}" sr --cluster "$c" --j2 "$(sr_grid "$c")" --steps 300 --samples 1024 --chains 1024 \
           --device cuda --quiet --no-plot --out "$RUNS/sr-$c"
       done ;;
     express)  # Fig. 2 dashed lines: training on the full basis
