@@ -146,6 +146,29 @@ class GroundState:
         return int(self.state.shape[0])
 
 
+# Above this many sites the sector no longer fits as a vector (36 sites: K = 9.1e9, 72 GB
+# in float64): the ground state is solved in the symmetric sector and used by sampling.
+SAMPLED_ABOVE = 32
+
+
+@dataclass
+class SampledGroundState:
+    """A ground state known through i.i.d. samples from |psi|^2 (a symmetric ED result,
+    :meth:`naqs.ed.EDResult.sample`): for sectors too large to hold as a vector. The
+    test-set overlap is then a Monte Carlo estimate (:func:`evaluate_overlaps_sampled`)."""
+
+    energy: float
+    result: object  # naqs.ed.EDResult (symmetric)
+    n_sites: int
+    units: str
+    source: str
+    dim: int  # K, the size of the full sz = 0 sector
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``(states uint64 [n], psi float64 [n])`` drawn with replacement from |psi|^2."""
+        return self.result.sample(int(n), rng)
+
+
 def sector_basis(n_sites: int, n_up: int) -> np.ndarray:
     """Sorted uint64 integers with ``n_up`` of the low ``n_sites`` bits set (N <= 24)."""
     if n_sites > 24:
@@ -213,9 +236,23 @@ def small_ground_state(hamiltonian, n_up: int | None = None, chunk: int = 1 << 1
     return GroundState(float(energies[0]), state, basis, n, hamiltonian.units, "study.small_ground_state")
 
 
-def ground_state(hamiltonian, *, device: str = "cpu", cache_dir=None, progress: bool = False) -> GroundState:
+def ground_state(hamiltonian, *, device: str = "cpu", cache_dir=None, progress: bool = False,
+                 sampled: bool | None = None):
     """Exact ground state (sz = 0): :func:`naqs.ed.ground_state` when available (and
-    required for N > 20), else :func:`small_ground_state`."""
+    required for N > 20), else :func:`small_ground_state`. ``sampled`` (default: N >
+    ``SAMPLED_ABOVE``) solves in the symmetric sector and returns a
+    :class:`SampledGroundState`."""
+    if sampled is None:
+        sampled = hamiltonian.n_sites > SAMPLED_ABOVE
+    if sampled:
+        from . import ed, ops
+
+        ed_device = str(device) if torch.device(device).type == "cpu" or ops.cuda_available() else "cpu"
+        result = ed.ground_state(hamiltonian, sz=0, symmetric=True, device=ed_device, cache_dir=cache_dir,
+                                 progress=progress)
+        dim = math.comb(hamiltonian.n_sites, hamiltonian.n_sites // 2)
+        return SampledGroundState(float(result.energy), result, hamiltonian.n_sites, result.units,
+                                  f"naqs.ed symmetric ({result.solver})", dim)
     try:
         from . import ed  # imported lazily: ed is optional for small systems
     except ImportError:
@@ -637,6 +674,40 @@ def evaluate_overlaps(lattice, config: FitConfig, results: list[FitResult], gs_l
     return [float(v) for v in overlaps.cpu()]
 
 
+def evaluate_overlaps_sampled(lattice, config: FitConfig, results: list[FitResult], gs_list: list,
+                              excluded: list[np.ndarray], n_eval: int, rng: np.random.Generator,
+                              chunk: int = 1 << 16) -> list[tuple[float, float, float]]:
+    """Monte Carlo test-set overlaps of sign fits for ground states known by samples.
+
+    The sign overlap on the test set T (every configuration outside ``excluded[i]``, the
+    sorted unique uint64 configurations seen in training/validation) is the |psi|^2
+    average of sign agreement restricted to T:
+        O = |sum_T psi^2 sgn(psi) sgn_pred| / sum_T psi^2 = |E[a(s) | s in T]|,  s ~ |psi|^2,
+    so ``n_eval`` fresh samples, the ones outside ``excluded`` kept, estimate it without
+    enumerating K states. Returns ``(overlap, standard error, test weight)`` per fit, the
+    test weight being the kept fraction (an estimate of sum_T psi^2). Amplitude overlaps
+    need sum_T a^2 over all of T and are not estimated this way."""
+    if config.target != "sign":
+        raise ValueError("sampled test sets support the sign target only (amplitude overlaps need the full basis)")
+    dev = torch.device(config.device)
+    out = []
+    for i, (res, gs, ex) in enumerate(zip(results, gs_list, excluded)):
+        states, psi = gs.sample(n_eval, rng)
+        keep = ~np.isin(states, ex)
+        states, psi = states[keep], psi[keep]
+        agree = []
+        for start in range(0, len(states), chunk):
+            spins = basis_to_spins(states[start : start + chunk], lattice.n_sites).to(dev)
+            p_plus = predict(lattice, config, [res], spins)[0]
+            pred = torch.where(p_plus >= 0.5, 1.0, -1.0).double().cpu().numpy()
+            agree.append(pred * np.sign(psi[start : start + chunk]))
+        a = np.concatenate(agree) if agree else np.zeros(0)
+        if len(a) < 2:
+            raise ValueError(f"fit {i}: fewer than 2 of {n_eval} evaluation samples fall in the test set")
+        out.append((abs(float(a.mean())), float(a.std(ddof=1) / math.sqrt(len(a))), float(keep.mean())))
+    return out
+
+
 # ============================================================== sweeps
 def parse_j2(text: str | float | list) -> list[float]:
     """``"A:B:STEP"`` (B included), ``"0.4,0.5,1"`` or a number -> list of J2/J1."""
@@ -733,10 +804,15 @@ def _run_supervised(mode: str, cluster: str, j2_values: list[float], eps_values:
                     targets: list[str], repeats: int, out: Path, *, csv_name: str, eps_val: float | None = None,
                     seed: int = 0, device: str = "cpu", lr: float = 1e-3, batch_size: int = 128,
                     max_epochs: int = 200, patience: int = 10, group_size: int = 0, cache_dir=None,
-                    progress: bool = True, states: _GroundStates | None = None) -> Path:
+                    progress: bool = True, states: _GroundStates | None = None, n_eval: int = 1 << 20) -> Path:
     """Shared engine of the sweeps: for each eps, arch, target and group of J2 values,
     build every (J2, repeat) dataset, fit them as one vectorized stack, evaluate the
-    overlaps and append the rows. Rows already in the CSV are skipped (resume)."""
+    overlaps and append the rows. Rows already in the CSV are skipped (resume).
+
+    Clusters above ``SAMPLED_ABOVE`` sites use a :class:`SampledGroundState`: training
+    and validation sets are drawn from the symmetric ED state, and the test-set overlap is
+    estimated from ``n_eval`` fresh samples (standard error <= 1/sqrt(n_eval) for the
+    kept ones; the row's ``test_weight`` is then the kept fraction)."""
     from tqdm.auto import tqdm
 
     if repeats < 1:
@@ -777,8 +853,24 @@ def _run_supervised(mode: str, cluster: str, j2_values: list[float], eps_values:
         datasets, excluded, gs_list, meta = [], [], [], []
         for j2, rep in tasks:
             gs = states.get(j2)
-            psi = torch.as_tensor(gs.state)
             data_seed, net_seed = _task_seed(seed, cluster, j2, eps, rep)
+            if isinstance(gs, SampledGroundState):
+                if mode == "expressibility":
+                    raise ValueError(f"{cluster}: K = {gs.dim} states is too large to train on the full basis")
+                rng = np.random.default_rng(data_seed)
+                ev = eps_val if eps_val is not None else default_eps_val(eps, gs.dim)
+                n_t, n_v = max(1, round(eps * gs.dim)), max(1, round(ev * gs.dim))
+                states_t, psi_t = gs.sample(n_t, rng)
+                states_v, psi_v = gs.sample(n_v, rng)
+                datasets.append(FitData(basis_to_spins(states_t, lattice.n_sites), torch.as_tensor(psi_t),
+                                        basis_to_spins(states_v, lattice.n_sites), torch.as_tensor(psi_v), net_seed))
+                seen = np.union1d(states_t, states_v)
+                excluded.append(seen)
+                meta.append(dict(eps_val=ev, n_train=n_t, n_val=n_v, n_test=gs.dim - len(seen), test_weight=float("nan"),
+                                 eval_seed=data_seed + 1))
+                gs_list.append(gs)
+                continue
+            psi = torch.as_tensor(gs.state)
             if mode == "expressibility":
                 # Full basis, each state once, loss weighted by K |psi|^2: the |psi|^2
                 # expectation of the loss that the sampled sets estimate.
@@ -800,7 +892,15 @@ def _run_supervised(mode: str, cluster: str, j2_values: list[float], eps_values:
         t0 = time.perf_counter()
         results = fit_many(lattice, datasets, config, progress=progress)
         fit_seconds += time.perf_counter() - t0
-        overlaps = evaluate_overlaps(lattice, config, results, gs_list, excluded)
+        if isinstance(gs_list[0], SampledGroundState):
+            overlaps = []
+            for res, gs, ex, m in zip(results, gs_list, excluded, meta):
+                (ov, err, weight), = evaluate_overlaps_sampled(lattice, config, [res], [gs], [ex], n_eval,
+                                                               np.random.default_rng(m["eval_seed"]))
+                overlaps.append(ov)
+                m["test_weight"] = weight
+        else:
+            overlaps = evaluate_overlaps(lattice, config, results, gs_list, excluded)
         rows = []
         for (j2, rep), res, ov, m, gs in zip(tasks, results, overlaps, meta, gs_list):
             rows.append(dict(

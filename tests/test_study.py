@@ -299,3 +299,58 @@ def test_cli_parses_and_rejects(tmp_path):
         study.run_study_cli(args)
     args = parser.parse_args(["plot", str(tmp_path)])
     assert study.run_study_cli(args) == 0
+
+
+# ------------------------------------------------------------------ sampled ground states (N > 32)
+@pytest.fixture(scope="module")
+def sampled_4x4(gs_4x4):
+    lat, gs = gs_4x4
+    sgs = study.ground_state(Heisenberg(lat, 1.0, 0.0, units="pauli"), sampled=True)
+    return lat, gs, sgs
+
+
+def test_sampled_ground_state_matches_full(sampled_4x4):
+    lat, gs, sgs = sampled_4x4
+    assert isinstance(sgs, study.SampledGroundState) and sgs.dim == gs.dim
+    assert sgs.energy == pytest.approx(gs.energy, abs=1e-8)
+    states, psi = sgs.sample(5000, np.random.default_rng(1))
+    idx = np.searchsorted(gs.basis, states)
+    assert np.array_equal(gs.basis[idx], states)
+    ref = gs.state[idx]
+    sign = np.sign(ref[0] * psi[0])  # eigenvectors are defined up to a global sign
+    np.testing.assert_allclose(psi, sign * ref, atol=1e-8)
+
+
+def test_sampled_test_overlap_estimates_the_exact_one(sampled_4x4):
+    lat, gs, sgs = sampled_4x4
+    rng = np.random.default_rng(3)
+    st, pt = sgs.sample(1500, rng)
+    sv, pv = sgs.sample(400, rng)
+    data = FitData(study.basis_to_spins(st, 16), torch.as_tensor(pt), study.basis_to_spins(sv, 16),
+                   torch.as_tensor(pv), 7)
+    config = FitConfig("dense1", "sign", lr=3e-3, batch_size=64, max_epochs=8, patience=8)
+    (res,) = study.fit_many(lat, [data], config)
+    seen = np.union1d(st, sv)
+    (exact,) = study.evaluate_overlaps(lat, config, [res], [gs], [np.searchsorted(gs.basis, seen)])
+    (est, err, weight), = study.evaluate_overlaps_sampled(lat, config, [res], [sgs], [seen], 200_000,
+                                                          np.random.default_rng(4))
+    assert 0.0 < err < 0.01
+    assert abs(est - exact) < 5 * err + 1e-3, (est, exact, err)
+    test_weight = float(np.sum(np.delete(gs.state, np.searchsorted(gs.basis, seen)) ** 2))
+    assert abs(weight - test_weight) < 5 * math.sqrt(test_weight * (1 - test_weight) / 200_000) + 1e-3
+
+
+def test_sampled_sweep_rows(sampled_4x4, tmp_path):
+    lat, gs, sgs = sampled_4x4
+    states = study._GroundStates(lat, "cpu", None, False)
+    states.cache[0.0] = sgs
+    path = study.run_generalization("square-4x4", "0", eps=0.05, arch="dense1", target="sign", repeats=1,
+                                    out=tmp_path, max_epochs=2, patience=1, progress=False, states=states,
+                                    n_eval=20_000)
+    (row,) = study.read_rows(path)
+    n_seen = gs.dim - int(row["n_test"])
+    assert int(row["n_train"]) == round(0.05 * gs.dim) and 0 < n_seen <= int(row["n_train"]) + int(row["n_val"])
+    assert 0.0 <= float(row["overlap"]) <= 1.0 and 0.0 < float(row["test_weight"]) < 1.0
+    with pytest.raises(ValueError, match="amplitude"):
+        study.run_generalization("square-4x4", "0", eps=0.05, arch="dense1", target="amplitude", repeats=1,
+                                 out=tmp_path / "amp", max_epochs=1, patience=1, progress=False, states=states)
