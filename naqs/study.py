@@ -491,8 +491,13 @@ def _fit_many(lattice, datasets: list[FitData], config: FitConfig, progress: boo
     def forward_one(p, x):
         return functional_call(base, p, (x.to(config.dtype),))
 
-    forward_batched = vmap(forward_one, in_dims=(0, 0))
-    optimizer = torch.optim.Adam(list(params.values()), lr=config.lr)
+    if hasattr(base, "stacked_forward"):  # dense nets: batched matmuls, no vmap dispatch
+        def forward_batched(p, x):
+            return base.stacked_forward(p, x.to(config.dtype))
+    else:
+        forward_batched = vmap(forward_one, in_dims=(0, 0))
+    # fused Adam on the GPU: one kernel for all stacked parameters (same update rule)
+    optimizer = torch.optim.Adam(list(params.values()), lr=config.lr, fused=dev.type == "cuda")
 
     best = {k: v.detach().clone() for k, v in params.items()}
     best_loss = torch.full((r,), float("inf"), dtype=torch.float64)
@@ -580,7 +585,10 @@ def predict(lattice, config: FitConfig, results: list[FitResult], spins: torch.T
     dev = torch.device(config.device)
     base = make_model(config.arch, lattice, config.target).to(dev, config.dtype)
     params = {k: torch.stack([res.params[k] for res in results]) for k in results[0].params}
-    forward = vmap(lambda p, x: functional_call(base, p, (x,)), in_dims=(0, None))
+    if hasattr(base, "stacked_forward"):
+        forward = base.stacked_forward
+    else:
+        forward = vmap(lambda p, x: functional_call(base, p, (x,)), in_dims=(0, None))
     with torch.no_grad():
         out = forward(params, spins.to(dev, config.dtype))
     if config.target == "sign":

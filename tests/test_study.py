@@ -216,6 +216,22 @@ def test_vectorized_fits_equal_individual(gs_4x4):
     assert not torch.allclose(stacked[0].params["layers.0.weight"], stacked[1].params["layers.0.weight"])
 
 
+@pytest.mark.parametrize("arch", ["dense1", "dense2"])
+def test_stacked_forward_equals_vmap(arch):
+    from torch.func import functional_call, stack_module_state, vmap
+
+    lat = study.resolve_lattice("square-4x4")
+    models = [study.make_model(arch, lat, "sign").init_parameters(torch.Generator().manual_seed(i)) for i in range(3)]
+    params, _ = stack_module_state(models)
+    x = torch.randint(0, 2, (3, 10, 16)).float() * 2 - 1
+    ref = vmap(lambda p, s: functional_call(models[0], p, (s,)), in_dims=(0, 0))(params, x)
+    torch.testing.assert_close(models[0].stacked_forward(params, x), ref)
+    shared = vmap(lambda p, s: functional_call(models[0], p, (s,)), in_dims=(0, None))(params, x[0])
+    torch.testing.assert_close(models[0].stacked_forward(params, x[0]), shared)
+    with pytest.raises(ValueError, match="16"):
+        models[0].stacked_forward(params, x[..., :5])
+
+
 def test_cnn_fit_runs_vectorized():
     lat = study.resolve_lattice("square-4x4")
     gs = study.small_ground_state(Heisenberg(lat, 1.0, 0.5, units="pauli"))

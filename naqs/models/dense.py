@@ -63,6 +63,26 @@ class DenseNet(nn.Module):
                 init_linear_(layer, generator)
         return self
 
+    def stacked_forward(self, params: dict[str, torch.Tensor], spins: torch.Tensor) -> torch.Tensor:
+        """Forward of R stacked copies of this network (``torch.func.stack_module_state``
+        layout: every parameter has a leading dimension R) on spins ``[R, B, N]`` or shared
+        ``[B, N]``: ``[R, B, n_out]``. The same function as ``vmap(functional_call)``, as
+        one batched matmul per layer: the many small fits of the study are dominated by
+        per-call dispatch on a GPU, and vmap adds its own."""
+        if spins.shape[-1] != self.n_sites:
+            raise ValueError(f"DenseNet expects [..., {self.n_sites}] spins, got {list(spins.shape)}")
+        first = params["layers.0.weight"]
+        h = spins.to(first.dtype)
+        if h.dim() == 2:
+            h = h.expand(first.shape[0], *h.shape)
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, nn.Linear):
+                weight, bias = params[f"layers.{i}.weight"], params[f"layers.{i}.bias"]
+                h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+            else:
+                h = layer(h)
+        return h
+
     def forward(self, spins: torch.Tensor) -> torch.Tensor:
         if spins.shape[-1] != self.n_sites:
             raise ValueError(f"DenseNet expects [..., {self.n_sites}] spins, got {list(spins.shape)}")
