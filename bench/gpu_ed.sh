@@ -4,7 +4,8 @@
 # the ED benchmark. Logs and tables go to $OUT (default ./gpu-out). Usage on the GPU
 # box, from the repository root:
 #   NAQS_GIT_COMMIT=<hash> bash bench/gpu_ed.sh
-# Environment: NAQS_BUILT=1 skips the build (done by the caller, log in $OUT/build.log);
+# At most 7 files land in $OUT (build.log, ptxas.txt, tests.log, ed-36-cli.json/.err,
+# bench.log, the results table). Environment: NAQS_BUILT=1 skips the build (done by the caller, log in $OUT/build.log);
 # NAQS_GPU_BUDGET_S (default 470) caps the whole script; NAQS_ED_PLAIN=1 adds the plain
 # sector rows (square-4x4 ... square-30) to the benchmark.
 #
@@ -17,7 +18,7 @@ export NAQS_EXPECT_CUDA=1 PYTHONUNBUFFERED=1 NAQS_CACHE_DIR=/tmp/naqs-cache
 PY=python3
 BUDGET=${NAQS_GPU_BUDGET_S:-470}
 left() { echo $(( BUDGET - SECONDS )); }
-nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv > "$OUT/gpu.txt" 2>&1
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv 2>&1
 if [ "${NAQS_BUILT:-0}" != 1 ]; then
   timeout 300 $PY -m pip install --no-build-isolation -v -e . > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
 fi
@@ -37,15 +38,15 @@ for k, line in enumerate(lines):
     print(f"{label}: {info}")
 PYEOF
 cat "$OUT/ptxas.txt"
-$PY -c "import naqs.ops as o; print('build_info', o.build_info())" 2>&1 | tee "$OUT/build_info.txt"
+$PY -c "import naqs.ops as o; print('build_info', o.build_info())" 2>&1
 
 echo "== CUDA tests (tests/test_ed.py -m cuda)"
-timeout 200 $PY -m pytest -m cuda -q -rfEs --durations=8 tests/test_ed.py -p no:cacheprovider 2>&1 \
+timeout 150 $PY -m pytest -m cuda -q -rfEs --durations=8 tests/test_ed.py -p no:cacheprovider 2>&1 \
   | tee "$OUT/tests.log" | tail -20
 echo "tests done at ${SECONDS}s"
 
 echo "== 36 sites, symmetric sector, command line"
-T=$(( $(left) - 150 )); [ "$T" -gt 240 ] && T=240
+T=$(( $(left) - 120 )); [ "$T" -gt 200 ] && T=200
 [ "$T" -gt 30 ] && timeout $T $PY -m naqs.cli ed --cluster square-36 --symmetric --device cuda --json --no-cache \
   > "$OUT/ed-36-cli.json" 2> "$OUT/ed-36-cli.err"; echo "rc=$? at ${SECONDS}s"
 cat "$OUT/ed-36-cli.json"; tail -3 "$OUT/ed-36-cli.err"
