@@ -132,6 +132,13 @@ def count_connections(reps: torch.Tensor, h: Heisenberg) -> int:
     return total
 
 
+def command_line() -> str:
+    """The arguments, with the output folder of the GPU script written as $OUT."""
+    text = " ".join(sys.argv[1:])
+    out = os.environ.get("OUT")
+    return text.replace(out.rstrip("/") + "/", "$OUT/") if out else text
+
+
 def sync(device: str) -> None:
     if device != "cpu":
         torch.cuda.synchronize()
@@ -196,6 +203,71 @@ def bench_symmetric(args, device: str, dev_name: str, bandwidth: float) -> list[
     return lines
 
 
+def verify_symmetric(name: str, device: str, tol: float) -> list[str]:
+    """Independent checks of a symmetric-sector result (lines for the results file):
+    orbit sizes tile the sector (sum = C(N, N/2) when nothing vanishes), the torus-form
+    enumeration equals the byte-table one, the operator is symmetric, the torus matvec
+    (specialized and run-time sizes) equals the byte-table matvec, and the Rayleigh
+    quotient of the ground state is the same under the byte-table operator."""
+    h = make(name)
+    n = h.n_sites
+    perms, flips = ed.symmetry_group(h.lattice, spin_flip=True, hamiltonian=h)
+    parity = (-1) ** (n // 2)
+    torus = ed.torus_structure(h.lattice, perms, flips)
+    out = [f"### checks: {name} (|G| = {len(perms)}, flip parity {parity:+d}, torus form {torus is not None})", ""]
+
+    def note(text):
+        print(text, flush=True)
+        out.append(f"- {text}")
+
+    def timed(fn):
+        sync(device)
+        t0 = time.perf_counter()
+        value = fn()
+        sync(device)
+        return value, time.perf_counter() - t0
+
+    (reps, orbit), t_torus = timed(lambda: ed.symmetric_representatives_tensors(
+        n, n // 2, perms, flips, parity, device=device, torus=torus))
+    total = int(orbit.sum())
+    note(f"representatives {len(reps)}; sum of orbit sizes {total} vs C({n},{n // 2}) = {math.comb(n, n // 2)}"
+         f" ({'equal' if total == math.comb(n, n // 2) else 'differ: vanishing orbits' if parity < 0 else 'DIFFER'});"
+         f" strictly increasing: {bool((reps[1:] > reps[:-1]).all())}; enumeration {t_torus:.2f} s (torus)")
+    (reps_t, orbit_t), t_tab = timed(lambda: ed.symmetric_representatives_tensors(
+        n, n // 2, perms, flips, parity, device=device, torus=None))
+    note(f"byte-table enumeration ({t_tab:.2f} s) equals the torus one: "
+         f"{bool(torch.equal(reps, reps_t) and torch.equal(orbit, orbit_t))}")
+    del reps_t, orbit_t
+    op = ed.SymmetricOperator(h, reps, orbit, perms, flips, parity, device=device, torus=torus)
+    op_tab = ed.SymmetricOperator(h, reps, orbit, perms, flips, parity, device=device, torus=None)
+    gen = torch.Generator().manual_seed(11)
+    a, b = (torch.randn(op.dim, generator=gen, dtype=torch.float64).to(device) for _ in range(2))
+    ha, hb = op(a), op(b)
+    asym = abs(float(a @ hb) - float(ha @ b)) / (float(a.norm()) * float(hb.norm()))
+    note(f"symmetry |a.Hb - Ha.b| / (|a||Hb|) = {asym:.1e}")
+    if torus is not None:
+        y_rt, t_rt = timed(lambda: ops._C.ed_torus_matvec(op.reps_t, op.orbit_t, a, op.edges, op.zz, op.exch,
+                                                          torus.lx, torus.ly, op.points_t, True, parity, False))
+        note(f"run-time-size torus matvec ({t_rt * 1e3:.0f} ms) vs specialized: "
+             f"max |diff| / max |y| = {float((y_rt - ha).abs().max() / ha.abs().max()):.1e}")
+        del y_rt
+    res, t_solve = timed(lambda: ed.ground_state(h, sz=0, symmetric=True, device=device, tol=tol, cache=False,
+                                                 progress=False))
+    note(f"ground state (tol {tol:g}): E = {res.energy:.12f} (pauli) = {res.energy / 4:.12f} (S units), residual "
+         f"{res.residual:.1e}, {res.matvecs} matvecs, {t_solve:.1f} s")
+    psi = torch.from_numpy(res.state).to(device)
+    h_psi, t_mv = timed(lambda: op_tab(psi))
+    e_tab = float(psi @ h_psi)
+    r_tab = float((h_psi - e_tab * psi).norm())
+    note(f"Rayleigh quotient under the byte-table operator ({t_mv:.1f} s per matvec): E = {e_tab:.12f} (pauli) = "
+         f"{e_tab / 4:.12f} (S units), residual {r_tab:.1e}; difference to the torus operator {e_tab - res.energy:.1e}")
+    del psi, h_psi
+    y_tab = op_tab(a)
+    note(f"byte-table matvec vs torus on a random vector: max |diff| / max |y| = "
+         f"{float((y_tab - ha).abs().max() / ha.abs().max()):.1e}")
+    return out + [""]
+
+
 def git_commit() -> str:
     if os.environ.get("NAQS_GIT_COMMIT"):
         return os.environ["NAQS_GIT_COMMIT"]
@@ -215,6 +287,9 @@ def main() -> None:
     parser.add_argument("--compare-tables", nargs="*", default=[],
                         help="symmetric clusters whose byte-table form is timed too (next to the torus form)")
     parser.add_argument("--cache", action="store_true", help="symmetric solves read/write the ED cache")
+    parser.add_argument("--verify", nargs="*", default=[],
+                        help="independent checks of the symmetric sector of these clusters (see verify_symmetric)")
+    parser.add_argument("--verify-tol", type=float, default=1e-12, help="Lanczos tol of the --verify solves")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--lanczos", action="store_true", help="also time the full ground-state solve")
     parser.add_argument("--variants", nargs="+", type=int, default=[0], help="CUDA rank-table variants (0 shared, 1 global)")
@@ -227,6 +302,7 @@ def main() -> None:
     bandwidth = measure_bandwidth(device)
     print(f"device: {dev_name}; measured copy bandwidth {bandwidth / 1e9:.0f} GB/s", flush=True)
     sym_lines = bench_symmetric(args, device, dev_name, bandwidth) if args.symmetric else []
+    verify_lines = [line for name in args.verify for line in verify_symmetric(name, device, args.verify_tol)]
     header = ("| cluster | N | dim | device | variant | matvec ms | rows/s | floor GB | floor ms | ratio | "
               "solve s | matvecs | energy (pauli) | residual |")
     lines = [header, "|" + "---|" * 14]
@@ -268,13 +344,14 @@ def main() -> None:
     text = (f"# ED matvec benchmark\n\n- date: {date}\n- device: {dev_name}\n- commit: {git_commit()}\n"
             f"- torch: {torch.__version__}; naqs._C: {ops.build_info()}\n"
             f"- measured copy bandwidth: {bandwidth / 1e9:.0f} GB/s (read + write)\n"
-            f"- command: `python bench/bench_ed.py {' '.join(sys.argv[1:])}`\n"
+            f"- command: `python bench/bench_ed.py {command_line()}`\n"
             + ("- floor model: 24 B per row (basis, x[r], y[r]) + 8 B per off-diagonal connection (x gather)\n\n"
                + "\n".join(lines) + "\n" if args.clusters else "")
             + ("\n## Symmetric sector (k=0, point group trivial, spin inversion (-1)^(N/2))\n\n"
                "- floors: memory 32 B/row + 8 B/connection; integer 3 ops x |G|/2 images per connection at "
                "64 int32 lanes/clock/SM; ratio = matvec / max(floors)\n\n"
-               + "\n".join(sym_lines) + "\n" if sym_lines else ""))
+               + "\n".join(sym_lines) + "\n" if sym_lines else "")
+            + ("\n## Checks of the symmetric sector\n\n" + "\n".join(verify_lines) + "\n" if verify_lines else ""))
     out.write_text(text)
     print(f"wrote {out}")
 

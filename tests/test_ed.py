@@ -215,15 +215,16 @@ def test_symmetric_sampling_follows_psi_squared():
 
 # ---------------------------------------------------------------- torus group form (bit-operation translations)
 def _torus_cases():
-    """(name, Heisenberg, spin_flip, flip_parity): the specialized sizes (4x4, 4x6, 6x4)
-    and a run-time-size one (4x3)."""
+    """(name, Heisenberg, n_up, spin_flip, flip_parity): the specialized sizes (4x4, 4x6,
+    6x4, and 6x6 in a small sector of 3 up spins) and a run-time-size one (4x3)."""
     return [
-        ("4x4-flip+", Heisenberg(square(4, 4, pbc=True), 1.0, 0.5), True, 1),
-        ("4x4-flip-", Heisenberg(square(4, 4, pbc=True), 1.0, 0.5), True, -1),
-        ("4x4-noflip", Heisenberg(square(4, 4, pbc=True), 1.0, 0.0), False, 1),
-        ("square-24", Heisenberg(cluster("square-24"), 1.0, 0.3, units="pauli"), True, 1),
-        ("6x4-flip-", Heisenberg(square(6, 4, pbc=True), 1.0, 0.0), True, -1),
-        ("4x3-flip+", Heisenberg(square(4, 3, pbc=True), 1.0, 0.5), True, 1),
+        ("4x4-flip+", Heisenberg(square(4, 4, pbc=True), 1.0, 0.5), 8, True, 1),
+        ("4x4-flip-", Heisenberg(square(4, 4, pbc=True), 1.0, 0.5), 8, True, -1),
+        ("4x4-noflip", Heisenberg(square(4, 4, pbc=True), 1.0, 0.0), 8, False, 1),
+        ("square-24", Heisenberg(cluster("square-24"), 1.0, 0.3, units="pauli"), 12, True, 1),
+        ("6x4-flip-", Heisenberg(square(6, 4, pbc=True), 1.0, 0.0), 12, True, -1),
+        ("4x3-flip+", Heisenberg(square(4, 3, pbc=True), 1.0, 0.5), 6, True, 1),
+        ("6x6-nup3", Heisenberg(square(6, 6, pbc=True), 1.0, 0.5), 3, False, 1),
     ]
 
 
@@ -255,8 +256,8 @@ def test_torus_structure():
     assert ed.torus_structure(lat, perms[:8], flips[:8]) is None
 
 
-@pytest.mark.parametrize("name,h,spin_flip,parity", _torus_cases(), ids=[c[0] for c in _torus_cases()])
-def test_torus_kernels_match_tables(name, h, spin_flip, parity):
+@pytest.mark.parametrize("name,h,n_up,spin_flip,parity", _torus_cases(), ids=[c[0] for c in _torus_cases()])
+def test_torus_kernels_match_tables(name, h, n_up, spin_flip, parity):
     """The bit-operation torus kernels (specialized and run-time sizes) give the byte-table
     kernels' representatives, orbit sizes and matvec (CPU; the tables are held to the numpy
     reference in test_symmetric_kernels_match_reference)."""
@@ -264,7 +265,7 @@ def test_torus_kernels_match_tables(name, h, spin_flip, parity):
         pytest.skip("needs naqs._C")
     n = h.n_sites
     perms, flips, torus = _group(h, spin_flip)
-    reps_ref, orbit_ref = ops._C.ed_symmetric_representatives(n, n // 2, torch.as_tensor(perms),
+    reps_ref, orbit_ref = ops._C.ed_symmetric_representatives(n, n_up, torch.as_tensor(perms),
                                                               torch.as_tensor(flips), parity)
     points = torch.as_tensor(torus.point_perms)
     x = torch.randn(len(reps_ref), dtype=torch.float64, generator=torch.Generator().manual_seed(n + parity))
@@ -272,7 +273,7 @@ def test_torus_kernels_match_tables(name, h, spin_flip, parity):
     y_ref = ops._C.ed_symmetric_matvec(reps_ref, orbit_ref, x, edges, zz, exch, torch.as_tensor(perms),
                                        torch.as_tensor(flips), n, parity)
     for specialized in (True, False):
-        reps, orbit = ops._C.ed_torus_representatives(n, n // 2, torus.lx, torus.ly, points, spin_flip, parity, -1,
+        reps, orbit = ops._C.ed_torus_representatives(n, n_up, torus.lx, torus.ly, points, spin_flip, parity, -1,
                                                       specialized)
         assert torch.equal(reps, reps_ref) and torch.equal(orbit, orbit_ref)
         y = ops._C.ed_torus_matvec(reps_ref, orbit_ref, x, edges, zz, exch, torus.lx, torus.ly, points, spin_flip,
@@ -445,21 +446,21 @@ def test_cuda_ground_states():
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("name,h,spin_flip,parity", _torus_cases(), ids=[c[0] for c in _torus_cases()])
-def test_cuda_symmetric_kernels_match_cpu(name, h, spin_flip, parity):
+@pytest.mark.parametrize("name,h,n_up,spin_flip,parity", _torus_cases(), ids=[c[0] for c in _torus_cases()])
+def test_cuda_symmetric_kernels_match_cpu(name, h, n_up, spin_flip, parity):
     """CUDA representatives/orbits (torus form, specialized and run-time sizes, and byte
     tables) == the CPU byte-table kernel; CUDA symmetric matvec == CPU on random vectors."""
     _cuda_or_skip()
     n = h.n_sites
     perms, flips, torus = _group(h, spin_flip)
     perms_t, flips_t, points = torch.as_tensor(perms), torch.as_tensor(flips), torch.as_tensor(torus.point_perms)
-    reps_ref, orbit_ref = ops._C.ed_symmetric_representatives(n, n // 2, perms_t, flips_t, parity)
+    reps_ref, orbit_ref = ops._C.ed_symmetric_representatives(n, n_up, perms_t, flips_t, parity)
     dev = torch.cuda.current_device()
     for specialized in (True, False):
-        reps, orbit = ops._C.ed_torus_representatives(n, n // 2, torus.lx, torus.ly, points, spin_flip, parity, dev,
+        reps, orbit = ops._C.ed_torus_representatives(n, n_up, torus.lx, torus.ly, points, spin_flip, parity, dev,
                                                       specialized)
         assert reps.is_cuda and torch.equal(reps.cpu(), reps_ref) and torch.equal(orbit.cpu(), orbit_ref)
-    reps, orbit = ops._C.ed_symmetric_representatives(n, n // 2, perms_t, flips_t, parity, dev)
+    reps, orbit = ops._C.ed_symmetric_representatives(n, n_up, perms_t, flips_t, parity, dev)
     assert torch.equal(reps.cpu(), reps_ref) and torch.equal(orbit.cpu(), orbit_ref)
     edges, zz, exch = ed._heisenberg_terms(h)
     for seed in range(2):
