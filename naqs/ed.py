@@ -66,6 +66,10 @@ __all__ = [
     "SectorOperator",
     "symmetry_group",
     "symmetric_representatives",
+    "symmetric_representatives_tensors",
+    "TorusGroup",
+    "torus_structure",
+    "torus_translations",
     "symmetric_representatives_reference",
     "symmetric_matvec_reference",
     "SymmetricOperator",
@@ -476,16 +480,121 @@ def symmetric_representatives_reference(n_sites: int, n_up: int, perms, flips, f
     return basis[keep], (len(perms) // stab[keep]).astype(np.int64)
 
 
-def symmetric_representatives(n_sites: int, n_up: int, perms, flips, flip_parity: int = 1):
-    """Kernel version of :func:`symmetric_representatives_reference` (same output)."""
+@dataclass(frozen=True)
+class TorusGroup:
+    """The group in the form the fast kernels use: all translations of an ``lx x ly``
+    torus (row-major sites, ``site = x + lx * y``) times ``point_perms`` (coset
+    representatives, the identity first) times, if ``spin_flip``, the spin inversion.
+    Translations are applied with bit operations on the configuration word, point
+    operations with small tables (csrc/ed/ed_torus.h)."""
+
+    lx: int
+    ly: int
+    point_perms: np.ndarray  # [P, N] int64, row 0 the identity
+    spin_flip: bool
+
+    @property
+    def n_group(self) -> int:
+        return len(self.point_perms) * self.lx * self.ly * (2 if self.spin_flip else 1)
+
+
+# Limits of the torus kernels: lane layout of <= 8 rows of <= 8 bits, N <= 63, point tables
+# (P * ly * 2^lx * 8 bytes) in one GPU block's shared memory.
+_TORUS_MAX_SIDE = 8
+_TORUS_MAX_POINT = 16
+_TORUS_MAX_TABLE_BYTES = 160 * 1024
+
+
+def torus_translations(lx: int, ly: int) -> np.ndarray:
+    """``[lx * ly, N]`` permutations of the torus translations, ``(T s)[x + lx y] =
+    s[(x - dx) % lx + lx ((y - dy) % ly)]`` (the kernels' column and row shifts)."""
+    n = lx * ly
+    x, y = np.arange(n) % lx, np.arange(n) // lx
+    return np.array([((x - dx) % lx) + lx * ((y - dy) % ly) for dy in range(ly) for dx in range(lx)], dtype=np.int64)
+
+
+def torus_structure(lattice, perms, flips) -> TorusGroup | None:
+    """The group ``(perms, flips)`` in torus form when it is one (see :class:`TorusGroup`),
+    else None. Purely algebraic: the lattice supplies only ``shape`` and ``pbc``; the
+    translations must be elements of the group and the group must be exactly the
+    disjoint union of the cosets ``{p[t] : t in translations}`` (the permutation of
+    ``T(P s)``) over the point representatives, each with and without the spin inversion
+    when ``flips`` has any."""
+    shape = getattr(lattice, "shape", None)
+    if shape is None or not getattr(lattice, "pbc", False):
+        return None
+    lx, ly = int(shape[0]), int(shape[1])
+    perms = np.asarray(perms, dtype=np.int64)
+    flips = np.asarray(flips, dtype=bool)
+    n = lx * ly
+    if perms.ndim != 2 or perms.shape[1] != n or n > 63 or max(lx, ly) > _TORUS_MAX_SIDE:
+        return None
+    plain, flipped = perms[~flips], perms[flips]
+    keys = {p.tobytes() for p in plain}
+    if len(keys) != len(plain):
+        return None
+    spin_flip = len(flipped) > 0
+    if spin_flip and (len(flipped) != len(plain) or {p.tobytes() for p in flipped} != keys):
+        return None
+    trans = torus_translations(lx, ly)
+    if any(t.tobytes() not in keys for t in trans):
+        return None
+    identity = np.arange(n, dtype=np.int64)
+    covered: set[bytes] = set()
+    points = []
+    for p in [identity] + [q for q in plain if not np.array_equal(q, identity)]:
+        if p.tobytes() in covered:
+            continue
+        coset = {p[t].tobytes() for t in trans}
+        if len(coset) != len(trans) or not coset <= keys or coset & covered:
+            return None
+        covered |= coset
+        points.append(p)
+    if covered != keys or len(points) > _TORUS_MAX_POINT:
+        return None
+    if len(points) * ly * 2**lx * 8 > _TORUS_MAX_TABLE_BYTES:
+        return None
+    return TorusGroup(lx, ly, np.array(points, dtype=np.int64), spin_flip)
+
+
+def _device_index(device) -> int:
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        return -1
+    if dev.type != "cuda":
+        raise ValueError(f"unknown device {device!r}: use 'cpu' or 'cuda' (or 'cuda:N')")
+    return dev.index if dev.index is not None else torch.cuda.current_device()
+
+
+def symmetric_representatives_tensors(n_sites: int, n_up: int, perms, flips, flip_parity: int = 1, *,
+                                      device="cpu", torus: TorusGroup | None = None):
+    """(representatives int64 tensor sorted, orbit sizes int64 tensor) on ``device``, by the
+    torus kernels when ``torus`` is given, else by the byte-table kernels."""
+    if flip_parity not in (1, -1):
+        raise ValueError(f"flip_parity must be +1 or -1, got {flip_parity}")
+    index = _device_index(device)
+    if index >= 0 and not ops.cuda_available():
+        raise ValueError("device='cuda' needs the CUDA build of naqs._C and a visible GPU (ops.cuda_available())")
+    if torus is not None:
+        return ops._C.ed_torus_representatives(n_sites, n_up, torus.lx, torus.ly,
+                                               torch.as_tensor(torus.point_perms, dtype=torch.int64),
+                                               bool(torus.spin_flip), int(flip_parity), index)
+    return ops._C.ed_symmetric_representatives(n_sites, n_up, torch.as_tensor(np.asarray(perms), dtype=torch.int64),
+                                               torch.as_tensor(np.asarray(flips), dtype=torch.bool), int(flip_parity),
+                                               index)
+
+
+def symmetric_representatives(n_sites: int, n_up: int, perms, flips, flip_parity: int = 1, *, device="cpu",
+                              torus: TorusGroup | None = None):
+    """Kernel version of :func:`symmetric_representatives_reference` (same output, numpy
+    uint64 / int64). ``device``: where the sector is scanned (CPU threads or a CUDA GPU);
+    ``torus``: a :class:`TorusGroup` of the same group for the fast kernels."""
     if flip_parity not in (1, -1):
         raise ValueError(f"flip_parity must be +1 or -1, got {flip_parity}")
     if ops.has_op("ed_symmetric_representatives"):
-        reps, orbit = ops._C.ed_symmetric_representatives(
-            n_sites, n_up, torch.as_tensor(np.asarray(perms), dtype=torch.int64),
-            torch.as_tensor(np.asarray(flips), dtype=torch.bool), int(flip_parity),
-        )
-        return reps.numpy().view(np.uint64), orbit.numpy()
+        reps, orbit = symmetric_representatives_tensors(n_sites, n_up, perms, flips, flip_parity, device=device,
+                                                        torus=torus)
+        return reps.cpu().numpy().view(np.uint64), orbit.cpu().numpy()
     ops.warn_fallback("ed_symmetric_representatives", "naqs._C is not built")
     return symmetric_representatives_reference(n_sites, n_up, perms, flips, flip_parity)
 
@@ -527,35 +636,62 @@ def symmetric_matvec_reference(reps, orbit, x, edges, zz, exch, perms, flips, n_
 
 
 class SymmetricOperator:
-    """Matrix-free Heisenberg H in the symmetric basis (CPU kernel, numpy fallback)."""
+    """Matrix-free Heisenberg H in the symmetric basis: ``op(x)`` with x a float64 numpy
+    array or a torch tensor (returned on the operator's device for tensors). Kernels: the
+    torus form when the group has it (``torus="auto"``; pass None to force the byte-table
+    form), on the CPU or a CUDA device; numpy reference when naqs._C is missing."""
 
-    def __init__(self, hamiltonian: Heisenberg, reps, orbit, perms, flips, flip_parity: int = 1):
+    def __init__(self, hamiltonian: Heisenberg, reps, orbit, perms, flips, flip_parity: int = 1, *, device="cpu",
+                 torus="auto"):
         self.n_sites = hamiltonian.n_sites
         self.edges, self.zz, self.exch = _heisenberg_terms(hamiltonian)
-        self.reps_np = np.asarray(reps, dtype=np.uint64)
-        self.orbit_np = np.asarray(orbit, dtype=np.int64)
+        self.device = torch.device(device)
         self.perms, self.flips, self.flip_parity = np.asarray(perms), np.asarray(flips, bool), flip_parity
-        self.dim = len(self.reps_np)
-        self.kernel = ops.has_op("ed_symmetric_matvec")
+        if isinstance(torus, str):
+            if torus != "auto":
+                raise ValueError(f"torus must be 'auto', None or a TorusGroup, got {torus!r}")
+            torus = torus_structure(getattr(hamiltonian, "lattice", None), self.perms, self.flips)
+        self.torus = torus
+        reps_t = reps if isinstance(reps, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(reps, np.uint64).view(np.int64))
+        orbit_t = orbit if isinstance(orbit, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(orbit, np.int64))
+        self.dim = int(reps_t.numel())
+        self.kernel = ops.has_op("ed_symmetric_matvec") and ops.has_op("ed_torus_matvec")
+        if self.device.type == "cuda" and not ops.cuda_available():
+            raise ValueError("device='cuda' needs the CUDA build of naqs._C and a visible GPU (ops.cuda_available())")
         if self.kernel:
-            self.reps_t = torch.from_numpy(self.reps_np.view(np.int64))
-            self.orbit_t = torch.from_numpy(self.orbit_np)
+            self.reps_t = reps_t.to(self.device).contiguous()
+            self.orbit_t = orbit_t.to(self.device).contiguous()
             self.perms_t = torch.as_tensor(self.perms, dtype=torch.int64)
             self.flips_t = torch.as_tensor(self.flips, dtype=torch.bool)
+            if torus is not None:
+                self.points_t = torch.as_tensor(torus.point_perms, dtype=torch.int64)
+        else:
+            self.reps_np = reps_t.cpu().numpy().view(np.uint64)
+            self.orbit_np = orbit_t.cpu().numpy()
+
+    @property
+    def form(self) -> str:
+        return "torus" if self.torus is not None else "tables"
+
+    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+        if self.torus is not None:
+            t = self.torus
+            return ops._C.ed_torus_matvec(self.reps_t, self.orbit_t, x, self.edges, self.zz, self.exch, t.lx, t.ly,
+                                          self.points_t, bool(t.spin_flip), int(self.flip_parity))
+        return ops._C.ed_symmetric_matvec(self.reps_t, self.orbit_t, x, self.edges, self.zz, self.exch, self.perms_t,
+                                          self.flips_t, self.n_sites, int(self.flip_parity))
 
     def __call__(self, x):
         as_tensor = isinstance(x, torch.Tensor)
-        xn = x.detach().cpu().numpy() if as_tensor else np.asarray(x, dtype=np.float64).reshape(-1)
         if self.kernel:
-            y = ops._C.ed_symmetric_matvec(
-                self.reps_t, self.orbit_t, torch.from_numpy(np.ascontiguousarray(xn)), self.edges, self.zz, self.exch,
-                self.perms_t, self.flips_t, self.n_sites, int(self.flip_parity),
-            ).numpy()
-        else:
-            y = symmetric_matvec_reference(
-                self.reps_np, self.orbit_np, xn, self.edges.numpy(), self.zz.numpy(), self.exch.numpy(), self.perms,
-                self.flips, self.n_sites, self.flip_parity,
-            )
+            xt = x.detach() if as_tensor else torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64).reshape(-1))
+            y = self._apply(xt.to(self.device, torch.float64).contiguous())
+            return y.to(x.device) if as_tensor else y.cpu().numpy()
+        xn = x.detach().cpu().numpy() if as_tensor else np.asarray(x, dtype=np.float64).reshape(-1)
+        y = symmetric_matvec_reference(
+            self.reps_np, self.orbit_np, xn, self.edges.numpy(), self.zz.numpy(), self.exch.numpy(), self.perms,
+            self.flips, self.n_sites, self.flip_parity,
+        )
         return torch.from_numpy(y).to(x.device) if as_tensor else y
 
 
@@ -565,6 +701,16 @@ def expand_representatives(reps, amplitudes, n_sites, perms, flips, flip_parity:
     reps = np.asarray(reps, dtype=np.uint64)
     amplitudes = np.asarray(amplitudes, dtype=np.float64)
     chars = _flip_characters(np.asarray(flips), flip_parity)
+    # The expansion holds every group image of every representative (uint64), then sorts them.
+    need = 8.0 * 4 * len(perms) * len(reps)
+    free = _available_memory()
+    if need > 0.8 * free:
+        raise ValueError(
+            f"the full state has about {len(perms) * len(reps):.3g} amplitudes ({len(reps)} representatives x "
+            f"{len(perms)} group elements); expanding it needs about {need / 2**30:.0f} GiB but only "
+            f"{free / 2**30:.0f} GiB of host memory is available. Work on the representatives instead (result.basis, "
+            "result.state, result.orbit_sizes) or draw configurations with result.sample(n)"
+        )
     images = np.stack([_apply_group_np(reps, p, bool(f), n_sites) for p, f in zip(perms, flips)])  # [G, R]
     signs = np.broadcast_to(chars[:, None], images.shape)
     states, first = np.unique(images.reshape(-1), return_index=True)
@@ -575,13 +721,24 @@ def expand_representatives(reps, amplitudes, n_sites, perms, flips, flip_parity:
 
 
 # ====================================================================== solvers
-def lanczos_ground_state(matvec, dim: int, *, device="cpu", tol: float = 1e-10, max_iter: int = 2000,
-                         seed: int = 1234, progress: bool = True, max_restarts: int = 4, v0=None):
-    """Lowest eigenpair by Lanczos in torch (any device), memory O(5 vectors).
+def _vector_budget(device, dim: int, fraction: float = 0.4) -> int:
+    """How many float64 vectors of ``dim`` entries fit in ``fraction`` of the free memory."""
+    dev = torch.device(device)
+    free = torch.cuda.mem_get_info(dev)[0] if dev.type == "cuda" else _available_memory()
+    return int(fraction * free // (8 * max(dim, 1)))
 
-    Two passes: the first runs the three-term recurrence and watches the Ritz value and
-    the residual estimate beta_m |y_m|; the second re-runs the recurrence with the
-    stored coefficients to assemble the Ritz vector. No reorthogonalization is needed
+
+def lanczos_ground_state(matvec, dim: int, *, device="cpu", tol: float = 1e-10, max_iter: int = 2000,
+                         seed: int = 1234, progress: bool = True, max_restarts: int = 4, v0=None,
+                         store_vectors: bool | None = None):
+    """Lowest eigenpair by Lanczos in torch (any device).
+
+    The first pass runs the three-term recurrence and watches the Ritz value and the
+    residual estimate beta_m |y_m|; the Ritz vector is then assembled from the Lanczos
+    vectors, kept in memory when they fit (``store_vectors=None``: while they take less
+    than 40 % of the free memory of the device; True/False force it), else regenerated by
+    a second pass of the recurrence with the stored coefficients (memory O(5 vectors),
+    twice the matvecs). No reorthogonalization is needed
     for the extreme eigenpair when the run stops soon after convergence; the true
     residual ||H v - E v|| is measured at the end and the run is restarted from v when
     it is above target. The target residual sqrt(tol)/10 bounds the energy error by
@@ -596,6 +753,10 @@ def lanczos_ground_state(matvec, dim: int, *, device="cpu", tol: float = 1e-10, 
     gen = torch.Generator(device="cpu").manual_seed(seed)
     v = (torch.rand(dim, generator=gen, dtype=torch.float64) - 0.5).to(dev) if v0 is None else v0.to(dev).clone()
     target = 0.1 * math.sqrt(tol)
+    if store_vectors is None:
+        budget = _vector_budget(dev, dim)
+    else:
+        budget = max_iter + 1 if store_vectors else 0
     n_matvec = 0
     bar = tqdm(total=None, desc="lanczos", disable=not progress, leave=False, unit="it")
     energy, residual = float("nan"), float("inf")
@@ -607,6 +768,7 @@ def lanczos_ground_state(matvec, dim: int, *, device="cpu", tol: float = 1e-10, 
         v_prev = torch.zeros_like(v)
         beta = 0.0
         ritz = None
+        stored = [v] if budget > 0 else None  # the Lanczos vectors v_0, v_1, ... while they fit
         for it in range(max_iter):
             w = matvec(v)
             n_matvec += 1
@@ -627,13 +789,24 @@ def lanczos_ground_state(matvec, dim: int, *, device="cpu", tol: float = 1e-10, 
             betas.append(beta)
             v_prev, v = v, w / beta
             del w
+            if stored is not None:
+                if len(stored) < budget:
+                    stored.append(v)
+                else:
+                    stored = None  # out of room: assemble by the second pass
         if ritz is None:
             vals, vecs = eigh_tridiagonal(np.array(alphas), np.array(betas), select="i", select_range=(0, 0))
             ritz = vecs[:, 0]
-        # Second pass: psi = sum_k ritz[k] v_k, regenerating v_k from the stored coefficients.
         m = len(ritz)
         psi = torch.zeros_like(start)
-        v_prev, v = torch.zeros_like(start), start
+        if stored is not None and len(stored) >= m:  # psi = sum_k ritz[k] v_k from the kept vectors
+            for k in range(m):
+                psi.add_(stored[k], alpha=float(ritz[k]))
+            m = 0  # no second pass
+        stored = v_prev = None
+        # Else the second pass: psi = sum_k ritz[k] v_k, regenerating v_k from the stored coefficients.
+        if m:
+            v_prev, v = torch.zeros_like(start), start
         for k in range(m):
             psi.add_(v, alpha=float(ritz[k]))
             if k == m - 1:
@@ -886,11 +1059,31 @@ def ground_state(hamiltonian: Hamiltonian, *, sz: int | None = 0, symmetric: boo
     matvecs = 0
     orbit = None
     if symmetric:
-        reps, orbit = symmetric_representatives(n, n_up, perms, flips, parity)
+        torus = torus_structure(getattr(hamiltonian, "lattice", None), perms, flips)
+        full_dim = math.comb(n, n_up)
+        estimate = full_dim / len(perms)  # representatives, about one per orbit of |G| states
+        # reps, orbits, the state and the Lanczos/ARPACK work vectors on the host
+        _check_memory(estimate * 8.0 * (6 + (24 if dev == "cpu" else 2)), f"ED in the symmetric sector of about "
+                      f"{estimate:.3g} representatives", "cpu")
+        if ops.has_op("ed_torus_representatives"):
+            if dev != "cpu":
+                if not ops.cuda_available():
+                    raise ValueError("device='cuda' needs the CUDA build of naqs._C and a visible GPU "
+                                     "(ops.cuda_available())")
+                _check_memory(estimate * 8.0 * 10, f"device Lanczos in the symmetric sector of about {estimate:.3g} "
+                              "representatives", dev)
+            t_reps = time.perf_counter()
+            reps_t, orbit_t = symmetric_representatives_tensors(n, n_up, perms, flips, parity, device=dev, torus=torus)
+            info["enumeration_seconds"] = round(time.perf_counter() - t_reps, 3)
+            op = SymmetricOperator(hamiltonian, reps_t, orbit_t, perms, flips, parity, device=dev, torus=torus)
+            reps, orbit = reps_t.cpu().numpy().view(np.uint64), orbit_t.cpu().numpy()
+        else:
+            if dev != "cpu":
+                raise ValueError("the symmetric CUDA path needs naqs._C (not built)")
+            reps, orbit = symmetric_representatives(n, n_up, perms, flips, parity)
+            op = SymmetricOperator(hamiltonian, reps, orbit, perms, flips, parity)
+        info["group_form"] = op.form if op.kernel else "reference"
         basis = reps
-        op = SymmetricOperator(hamiltonian, reps, orbit, perms, flips, parity)
-        if dev != "cpu":
-            ops.warn_fallback("ed_symmetric_matvec[cuda]", "the symmetric matvec has a CPU kernel only")
         dim = len(basis)
         matvec_np, kind = op, "symmetric"
     else:
@@ -911,8 +1104,8 @@ def ground_state(hamiltonian: Hamiltonian, *, sz: int | None = 0, symmetric: boo
     choice = solver
     if choice == "auto":
         choice = "dense" if dim <= DENSE_DIM else ("lanczos" if dev != "cpu" else "eigsh")
-    if choice == "lanczos" and dev != "cpu" and kind != "matvec":
-        raise ValueError("the CUDA Lanczos path needs the CUDA matvec (Heisenberg in a sector, symmetric=False)")
+    if choice == "lanczos" and dev != "cpu" and kind not in ("matvec", "symmetric"):
+        raise ValueError("the CUDA Lanczos path needs a CUDA matvec (Heisenberg in a sector, plain or symmetric)")
     if choice == "sparse" and symmetric:
         raise ValueError("solver='sparse' builds the reference matrix of a plain basis; with symmetric=True use 'eigsh'")
     mat = None
@@ -920,7 +1113,7 @@ def ground_state(hamiltonian: Hamiltonian, *, sz: int | None = 0, symmetric: boo
         mat = hamiltonian_sparse(hamiltonian, basis, progress=progress)
         matvec_np = lambda v: mat @ v  # noqa: E731
         kind = "sparse"
-    on_device = kind == "matvec" and dev != "cpu"
+    on_device = kind in ("matvec", "symmetric") and dev != "cpu" and getattr(op, "kernel", False)
 
     def matvec_torch(v: torch.Tensor) -> torch.Tensor:
         if on_device:

@@ -213,6 +213,138 @@ def test_symmetric_sampling_follows_psi_squared():
     assert tv < 0.03
 
 
+# ---------------------------------------------------------------- torus group form (bit-operation translations)
+def _torus_cases():
+    """(name, Heisenberg, n_up, spin_flip, flip_parity): the specialized sizes (4x4, 4x6,
+    6x4, and 6x6 in a small sector of 3 up spins) and a run-time-size one (4x3)."""
+    return [
+        ("4x4-flip+", Heisenberg(square(4, 4, pbc=True), 1.0, 0.5), 8, True, 1),
+        ("4x4-flip-", Heisenberg(square(4, 4, pbc=True), 1.0, 0.5), 8, True, -1),
+        ("4x4-noflip", Heisenberg(square(4, 4, pbc=True), 1.0, 0.0), 8, False, 1),
+        ("square-24", Heisenberg(cluster("square-24"), 1.0, 0.3, units="pauli"), 12, True, 1),
+        ("6x4-flip-", Heisenberg(square(6, 4, pbc=True), 1.0, 0.0), 12, True, -1),
+        ("4x3-flip+", Heisenberg(square(4, 3, pbc=True), 1.0, 0.5), 6, True, 1),
+        ("6x6-nup3", Heisenberg(square(6, 6, pbc=True), 1.0, 0.5), 3, False, 1),
+    ]
+
+
+def _group(h, spin_flip):
+    perms, flips = ed.symmetry_group(h.lattice, spin_flip=spin_flip, hamiltonian=h)
+    torus = ed.torus_structure(h.lattice, perms, flips)
+    assert torus is not None
+    return perms, flips, torus
+
+
+def test_torus_structure():
+    perms, flips = ed.symmetry_group(square(4, 4, pbc=True), spin_flip=True)
+    t = ed.torus_structure(square(4, 4, pbc=True), perms, flips)
+    assert (t.lx, t.ly, len(t.point_perms), t.spin_flip, t.n_group) == (4, 4, 8, True, 256)
+    assert np.array_equal(t.point_perms[0], np.arange(16))
+    # The decomposition is exact: {p[t]} over points x translations is the permutation group.
+    composed = {p[tr].tobytes() for p in t.point_perms for tr in ed.torus_translations(4, 4)}
+    assert composed == {p.tobytes() for p in perms[~flips]}
+    t36 = ed.torus_structure(cluster("square-36"), *ed.symmetry_group(cluster("square-36"), spin_flip=True))
+    assert (t36.lx, t36.ly, len(t36.point_perms), t36.n_group) == (6, 6, 8, 576)
+    t24 = ed.torus_structure(cluster("square-24"), *ed.symmetry_group(cluster("square-24"), spin_flip=False))
+    assert (t24.lx, t24.ly, len(t24.point_perms), t24.spin_flip) == (4, 6, 4, False)
+    # Not of the form: no grid shape, open boundaries, translations missing from the group.
+    kag = cluster("kagome-24")
+    assert ed.torus_structure(kag, *ed.symmetry_group(kag, spin_flip=True)) is None
+    obc = square(4, 4)
+    assert ed.torus_structure(obc, *ed.symmetry_group(obc, spin_flip=True)) is None
+    lat = square(4, 4, pbc=True)
+    assert ed.torus_structure(lat, perms[:8], flips[:8]) is None
+
+
+@pytest.mark.parametrize("name,h,n_up,spin_flip,parity", _torus_cases(), ids=[c[0] for c in _torus_cases()])
+def test_torus_kernels_match_tables(name, h, n_up, spin_flip, parity):
+    """The bit-operation torus kernels (specialized and run-time sizes) give the byte-table
+    kernels' representatives, orbit sizes and matvec (CPU; the tables are held to the numpy
+    reference in test_symmetric_kernels_match_reference)."""
+    if not ops.has_op("ed_torus_matvec"):
+        pytest.skip("needs naqs._C")
+    n = h.n_sites
+    perms, flips, torus = _group(h, spin_flip)
+    reps_ref, orbit_ref = ops._C.ed_symmetric_representatives(n, n_up, torch.as_tensor(perms),
+                                                              torch.as_tensor(flips), parity)
+    points = torch.as_tensor(torus.point_perms)
+    x = torch.randn(len(reps_ref), dtype=torch.float64, generator=torch.Generator().manual_seed(n + parity))
+    edges, zz, exch = ed._heisenberg_terms(h)
+    y_ref = ops._C.ed_symmetric_matvec(reps_ref, orbit_ref, x, edges, zz, exch, torch.as_tensor(perms),
+                                       torch.as_tensor(flips), n, parity)
+    for specialized in (True, False):
+        reps, orbit = ops._C.ed_torus_representatives(n, n_up, torus.lx, torus.ly, points, spin_flip, parity, -1,
+                                                      specialized)
+        assert torch.equal(reps, reps_ref) and torch.equal(orbit, orbit_ref)
+        y = ops._C.ed_torus_matvec(reps_ref, orbit_ref, x, edges, zz, exch, torus.lx, torus.ly, points, spin_flip,
+                                   parity, specialized)
+        np.testing.assert_allclose(y.numpy(), y_ref.numpy(), rtol=0, atol=1e-12 * y_ref.abs().max().item())
+    op = ed.SymmetricOperator(h, reps_ref, orbit_ref, perms, flips, parity)
+    assert op.form == "torus"
+    np.testing.assert_allclose(op(x.numpy()), y_ref.numpy(), rtol=0, atol=1e-12 * y_ref.abs().max().item())
+
+
+def test_lanczos_stored_vectors_equal_second_pass():
+    h = Heisenberg(square(4, 4, pbc=True), 1.0, 0.3)
+    op = ed.SectorOperator(h, 8)
+    kept = ed.lanczos_ground_state(op, op.dim, store_vectors=True, progress=False)
+    again = ed.lanczos_ground_state(op, op.dim, store_vectors=False, progress=False)
+    assert kept[0] == pytest.approx(again[0], abs=1e-11)
+    assert abs(abs(float(kept[1] @ again[1])) - 1) < 1e-10
+    assert kept[3] < again[3]  # no second pass
+
+
+def test_full_state_too_large_raises(monkeypatch):
+    monkeypatch.setattr(ed, "_available_memory", lambda: 2**30)  # 1 GiB free, whatever the machine has
+    n = 36
+    perms, flips = ed.symmetry_group(cluster("square-36"), spin_flip=True)
+    reps = np.arange(2_000_000, dtype=np.uint64)
+    res = ed.EDResult(energy=0.0, energy_per_site=0.0, units="S", dim=len(reps), state=np.zeros(len(reps)),
+                      basis=reps, residual=0.0, seconds=0.0, solver="test", n_sites=n, sz=0, symmetric=True,
+                      orbit_sizes=np.full(len(reps), 576), group_perms=perms, group_flips=flips)
+    with pytest.raises(ValueError, match="sample"):
+        res.full_state()
+
+
+def test_torus_bad_input_raises():
+    if not ops.has_op("ed_torus_matvec"):
+        pytest.skip("needs naqs._C")
+    perms, flips = ed.symmetry_group(square(4, 4, pbc=True), spin_flip=True)
+    torus = ed.torus_structure(square(4, 4, pbc=True), perms, flips)
+    points = torch.as_tensor(torus.point_perms)
+    with pytest.raises(ValueError, match="n_sites"):
+        ops._C.ed_torus_representatives(16, 8, 4, 3, points, True, 1, -1)
+    with pytest.raises(ValueError, match="identity"):
+        ops._C.ed_torus_representatives(16, 8, 4, 4, points.flip(0).contiguous(), True, 1, -1)
+    with pytest.raises(ValueError, match="n_up"):
+        ops._C.ed_torus_representatives(16, 7, 4, 4, points, True, 1, -1)
+    with pytest.raises(ValueError, match="flip_parity"):
+        ops._C.ed_torus_representatives(16, 8, 4, 4, points, True, 0, -1)
+    with pytest.raises(ValueError, match="lx, ly"):
+        ops._C.ed_torus_representatives(18, 9, 9, 2, torch.arange(18)[None], True, 1, -1)
+    with pytest.raises(ValueError, match="point operations"):
+        ops._C.ed_torus_representatives(16, 8, 4, 4, points.repeat(3, 1), True, 1, -1)
+    bad = points.clone()
+    bad[1, 0] = bad[1, 1]
+    with pytest.raises(ValueError, match="not a permutation"):
+        ops._C.ed_torus_representatives(16, 8, 4, 4, bad, True, 1, -1)
+    reps, orbit = ops._C.ed_torus_representatives(16, 8, 4, 4, points, True, 1, -1)
+    h = Heisenberg(square(4, 4, pbc=True), 1.0, 0.5)
+    edges, zz, exch = ed._heisenberg_terms(h)
+    with pytest.raises(ValueError, match="x"):
+        ops._C.ed_torus_matvec(reps, orbit, torch.zeros(3, dtype=torch.float64), edges, zz, exch, 4, 4, points, True)
+    with pytest.raises(TypeError, match="dtype"):
+        ops._C.ed_torus_matvec(reps, orbit.int(), torch.zeros(len(reps), dtype=torch.float64), edges, zz, exch, 4, 4,
+                               points, True)
+    # A representative list of another group: connections miss their representatives.
+    with pytest.raises(ValueError, match="not in reps"):
+        ops._C.ed_torus_matvec(reps[::2].contiguous(), orbit[::2].contiguous(),
+                               torch.zeros(len(reps[::2]), dtype=torch.float64), edges, zz, exch, 4, 4, points, True)
+    if not ops.build_info()["cuda"]:
+        with pytest.raises(ValueError, match="without CUDA"):
+            ops._C.ed_torus_representatives(16, 8, 4, 4, points, True, 1, 0)
+
+
 # ---------------------------------------------------------------- cache
 def test_cache_round_trip(tmp_path, monkeypatch):
     h = Heisenberg(square(4, 3, pbc=True), 1.0, 0.2)
@@ -311,3 +443,96 @@ def test_cuda_ground_states():
     res24 = ed.ground_state(h24, sz=0, device="cuda", cache=False, progress=False)
     assert res24.energy == pytest.approx(-66.21005518, abs=1e-7)
     assert res24.residual < 1e-4
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name,h,n_up,spin_flip,parity", _torus_cases(), ids=[c[0] for c in _torus_cases()])
+def test_cuda_symmetric_kernels_match_cpu(name, h, n_up, spin_flip, parity):
+    """CUDA representatives/orbits (torus form, specialized and run-time sizes, and byte
+    tables) == the CPU byte-table kernel; CUDA symmetric matvec == CPU on random vectors."""
+    _cuda_or_skip()
+    n = h.n_sites
+    perms, flips, torus = _group(h, spin_flip)
+    perms_t, flips_t, points = torch.as_tensor(perms), torch.as_tensor(flips), torch.as_tensor(torus.point_perms)
+    reps_ref, orbit_ref = ops._C.ed_symmetric_representatives(n, n_up, perms_t, flips_t, parity)
+    dev = torch.cuda.current_device()
+    for specialized in (True, False):
+        reps, orbit = ops._C.ed_torus_representatives(n, n_up, torus.lx, torus.ly, points, spin_flip, parity, dev,
+                                                      specialized)
+        assert reps.is_cuda and torch.equal(reps.cpu(), reps_ref) and torch.equal(orbit.cpu(), orbit_ref)
+    reps, orbit = ops._C.ed_symmetric_representatives(n, n_up, perms_t, flips_t, parity, dev)
+    assert torch.equal(reps.cpu(), reps_ref) and torch.equal(orbit.cpu(), orbit_ref)
+    edges, zz, exch = ed._heisenberg_terms(h)
+    for seed in range(2):
+        x = torch.randn(len(reps_ref), dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+        y_ref = ops._C.ed_symmetric_matvec(reps_ref, orbit_ref, x, edges, zz, exch, perms_t, flips_t, n, parity)
+        scale = y_ref.abs().max().item()
+        xg = x.cuda()
+        for specialized in (True, False):
+            y = ops._C.ed_torus_matvec(reps, orbit, xg, edges, zz, exch, torus.lx, torus.ly, points, spin_flip,
+                                       parity, specialized)
+            assert y.is_cuda and torch.isfinite(y).all()
+            np.testing.assert_allclose(y.cpu().numpy(), y_ref.numpy(), rtol=0, atol=1e-12 * scale)
+        y = ops._C.ed_symmetric_matvec(reps, orbit, xg, edges, zz, exch, perms_t, flips_t, n, parity)
+        np.testing.assert_allclose(y.cpu().numpy(), y_ref.numpy(), rtol=0, atol=1e-12 * scale)
+
+
+@pytest.mark.cuda
+def test_cuda_symmetric_generic_group():
+    """A group without the torus form (kagome-24 piece: identity only / kagome clusters)
+    runs on the byte-table CUDA kernels."""
+    _cuda_or_skip()
+    lat = cluster("kagome-24")
+    h = Heisenberg(lat, 1.0, 1.0, units="pauli")
+    perms, flips = ed.symmetry_group(lat, spin_flip=True, hamiltonian=h)
+    assert ed.torus_structure(lat, perms, flips) is None
+    reps_ref, orbit_ref = ed.symmetric_representatives(24, 12, perms, flips, 1)
+    reps, orbit = ed.symmetric_representatives(24, 12, perms, flips, 1, device="cuda")
+    assert np.array_equal(reps, reps_ref) and np.array_equal(orbit, orbit_ref)
+    x = np.random.default_rng(2).standard_normal(len(reps))
+    cpu = ed.SymmetricOperator(h, reps, orbit, perms, flips, 1)
+    gpu = ed.SymmetricOperator(h, reps, orbit, perms, flips, 1, device="cuda")
+    assert gpu.form == "tables"
+    y_ref = cpu(x)
+    np.testing.assert_allclose(gpu(x), y_ref, rtol=0, atol=1e-12 * np.abs(y_ref).max())
+
+
+@pytest.mark.cuda
+def test_cuda_symmetric_ground_states(tmp_path):
+    _cuda_or_skip()
+    h = Heisenberg(square(4, 4, pbc=True), 1.0, 0.0)
+    res = ed.ground_state(h, sz=0, symmetric=True, device="cuda", solver="lanczos", cache=False, progress=False)
+    assert res.energy == pytest.approx(-11.228483, abs=5e-7) and "symmetric:cuda" in res.solver
+    assert res.hamiltonian_info["group_form"] == "torus"
+    plain = ed.ground_state(h, sz=0, cache=False, progress=False)
+    states, amps = res.full_state()
+    assert np.array_equal(states, plain.basis) and abs(abs(amps @ plain.state) - 1.0) < 1e-8
+    h24 = Heisenberg(cluster("square-24"), 1.0, 0.0, units="pauli")
+    res24 = ed.ground_state(h24, sz=0, symmetric=True, device="cuda", cache=True, cache_dir=tmp_path, progress=False)
+    assert res24.energy == pytest.approx(-66.21005518, abs=1e-7) and res24.residual < 1e-4
+    assert res24.dim < 2704156 / 100
+    samples, amps = res24.sample(1000, generator=0)
+    assert np.all(ed._popcount(samples) == 12) and np.all(np.isfinite(amps))
+    again = ed.ground_state(h24, sz=0, symmetric=True, device="cuda", cache=True, cache_dir=tmp_path, progress=False)
+    assert again.from_cache and again.energy == res24.energy
+
+
+@pytest.mark.cuda
+def test_cuda_symmetric_bad_input():
+    _cuda_or_skip()
+    h = Heisenberg(square(4, 4, pbc=True), 1.0, 0.5)
+    perms, flips, torus = _group(h, True)
+    points = torch.as_tensor(torus.point_perms)
+    reps, orbit = ops._C.ed_torus_representatives(16, 8, 4, 4, points, True, 1, torch.cuda.current_device())
+    edges, zz, exch = ed._heisenberg_terms(h)
+    with pytest.raises(ValueError, match="device|cuda|cpu"):
+        ops._C.ed_torus_matvec(reps, orbit, torch.zeros(len(reps), dtype=torch.float64), edges, zz, exch, 4, 4,
+                               points, True)
+    with pytest.raises(ValueError, match="edges"):
+        ops._C.ed_torus_matvec(reps, orbit, torch.zeros(len(reps), dtype=torch.float64, device="cuda"), edges.cuda(),
+                               zz, exch, 4, 4, points, True)
+    with pytest.raises(ValueError, match="not in reps"):
+        ops._C.ed_torus_matvec(reps[::2].contiguous(), orbit[::2].contiguous(),
+                               torch.zeros(len(reps[::2]), dtype=torch.float64, device="cuda"), edges, zz, exch, 4, 4,
+                               points, True)
+

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "ed_kernels.h"
+#include "ed_torus.h"
 
 namespace naqs {
 namespace ed {
@@ -32,56 +33,12 @@ const BinomialTable& table() {
   return t;
 }
 
-// Colex unrank: the r-th (0-based) n-bit word with k set bits in numeric order.
-uint64_t unrank(uint64_t r, int n, int k) {
-  const auto& c = table().c;
-  uint64_t s = 0;
-  for (int p = n - 1; p >= 0 && k > 0; --p) {
-    if (c[p][k] <= r) {
-      s |= uint64_t(1) << p;
-      r -= c[p][k];
-      --k;
-    }
-  }
-  return s;
-}
+uint64_t unrank(uint64_t r, int n, int k) { return group::unrank(r, n, k, &table().c[0][0]); }
 
-// Next word with the same popcount (Gosper's hack); v != 0.
-inline uint64_t next_same_popcount(uint64_t v) {
-  const uint64_t t = v | (v - 1);
-  return (t + 1) | (((~t & (t + 1)) - 1) >> (__builtin_ctzll(v) + 1));
-}
+using group::next_same_popcount;
 
-inline uint64_t apply_group(const GroupTables& g, int64_t gi, uint64_t s) {
-  const uint64_t* t = g.table + gi * g.n_bytes * 256;
-  uint64_t out = 0;
-  for (int b = 0; b < g.n_bytes; ++b) out |= t[b * 256 + ((s >> (8 * b)) & 0xFF)];
-  return g.flip[gi] ? (out ^ g.all_ones) : out;
-}
-
-inline double character(const GroupTables& g, int64_t gi) { return (g.flip[gi] && g.flip_parity < 0) ? -1.0 : 1.0; }
-
-// Orbit minimum of s and the character of the element that reaches it.
-inline uint64_t representative(const GroupTables& g, uint64_t s, double* sign) {
-  uint64_t best = s;
-  double chi = 1.0;
-  for (int64_t gi = 1; gi < g.n_group; ++gi) {
-    const uint64_t t = apply_group(g, gi, s);
-    if (t < best) {
-      best = t;
-      chi = character(g, gi);
-    }
-  }
-  *sign = chi;
-  return best;
-}
-
-// The symmetrized vector of s vanishes when an element of character -1 fixes s.
-inline bool vanishes(const GroupTables& g, uint64_t s) {
-  for (int64_t gi = 1; gi < g.n_group; ++gi)
-    if (character(g, gi) < 0 && apply_group(g, gi, s) == s) return true;
-  return false;
-}
+inline uint64_t representative(const GroupTables& g, uint64_t s, double* sign) { return group::representative(g, s, sign); }
+inline bool vanishes(const GroupTables& g, uint64_t s) { return group::vanishes(g, s); }
 
 }  // namespace
 
@@ -145,8 +102,12 @@ void heisenberg_sector_matvec_cpu(const uint64_t* basis, const double* x, double
   });
 }
 
-int64_t symmetric_representatives_cpu(int n_sites, int n_up, const GroupTables& group, uint64_t** reps_out,
-                                      int64_t** orbit_out) {
+namespace {
+
+// Scan of the sector in chunks (unrank the first word, then Gosper's hack), keeping the
+// words for which is_rep(s, &orbit) holds; output sorted (chunks are in order).
+template <typename IsRep>
+int64_t collect_representatives(int n_sites, int n_up, IsRep is_rep, uint64_t** reps_out, int64_t** orbit_out) {
   const int64_t dim = static_cast<int64_t>(binomial(n_sites, n_up));
   const int64_t chunk = int64_t(1) << 16;
   const int64_t n_chunks = (dim + chunk - 1) / chunk;
@@ -157,21 +118,10 @@ int64_t symmetric_representatives_cpu(int n_sites, int n_up, const GroupTables& 
       const int64_t begin = c * chunk, end = std::min(dim, begin + chunk);
       uint64_t s = (n_up == 0) ? 0 : unrank(static_cast<uint64_t>(begin), n_sites, n_up);
       for (int64_t r = begin; r < end; ++r) {
-        // s is a representative when no group element maps it lower; most states are
-        // rejected after a few elements, which is what makes the scan affordable.
-        bool is_rep = true;
-        int64_t stabilizer = 1;
-        for (int64_t gi = 1; gi < group.n_group; ++gi) {
-          const uint64_t t = apply_group(group, gi, s);
-          if (t < s || (t == s && character(group, gi) < 0)) {
-            is_rep = false;
-            break;
-          }
-          stabilizer += (t == s);
-        }
-        if (is_rep) {
+        int64_t orbit = 0;
+        if (is_rep(s, &orbit)) {
           reps[c].push_back(s);
-          orbits[c].push_back(group.n_group / stabilizer);
+          orbits[c].push_back(orbit);
         }
         if (r + 1 < end && n_up > 0) s = next_same_popcount(s);
       }
@@ -192,11 +142,44 @@ int64_t symmetric_representatives_cpu(int n_sites, int n_up, const GroupTables& 
   return total;
 }
 
+}  // namespace
+
+int64_t symmetric_representatives_cpu(int n_sites, int n_up, const GroupTables& group, uint64_t** reps_out,
+                                      int64_t** orbit_out) {
+  // s is a representative when no group element maps it lower; most states are
+  // rejected after a few elements, which is what makes the scan affordable.
+  return collect_representatives(
+      n_sites, n_up, [&](uint64_t s, int64_t* orbit) { return group::is_representative(group, s, orbit); }, reps_out,
+      orbit_out);
+}
+
+int64_t torus_representatives_cpu(int n_sites, int n_up, const torus::TorusView& group, bool specialized,
+                                  uint64_t** reps_out, int64_t** orbit_out) {
+  return torus::dispatch(group.lx, group.ly, specialized, [&](auto dims) {
+    using D = decltype(dims);
+    return collect_representatives(
+        n_sites, n_up,
+        [&](uint64_t s, int64_t* orbit) {
+          uint32_t lo, hi;
+          torus::to_lanes<D::lx, D::ly>(s, group, lo, hi);
+          return torus::is_representative<D::lx, D::ly>(group, lo, hi, orbit);
+        },
+        reps_out, orbit_out);
+  });
+}
+
 void free_buffer(void* p) { std::free(p); }
 
-int64_t heisenberg_symmetric_matvec_cpu(const uint64_t* reps, const int64_t* orbit, int64_t dim, const double* x,
-                                        double* y, const int64_t* edges, const double* zz, const double* exch,
-                                        int64_t n_edges, const GroupTables& group) {
+namespace {
+
+// Gather-form symmetric matvec over any group form: rep_of(target, &rep) returns the
+// character (+1/-1) of the element mapping target to its orbit minimum rep, or 0 when the
+// symmetrized target vanishes; vanishes(target) decides, for a target whose minimum is not
+// in reps, whether that is expected (vanishing orbit) or an error (counted as missing).
+template <typename RepOf, typename Vanishes>
+int64_t symmetric_matvec(const uint64_t* reps, const int64_t* orbit, int64_t dim, const double* x, double* y,
+                         const int64_t* edges, const double* zz, const double* exch, int64_t n_edges, RepOf rep_of,
+                         Vanishes vanishes) {
   std::vector<uint64_t> pair_mask(n_edges);
   std::vector<int> si(n_edges), sj(n_edges);
   for (int64_t e = 0; e < n_edges; ++e) {
@@ -215,12 +198,13 @@ int64_t heisenberg_symmetric_matvec_cpu(const uint64_t* reps, const int64_t* orb
         const uint64_t anti = ((s >> si[e]) ^ (s >> sj[e])) & 1;
         if (anti) {
           diag -= zz[e];
-          double chi = 1.0;
           const uint64_t target = s ^ pair_mask[e];
-          const uint64_t rep = representative(group, target, &chi);
+          uint64_t rep = 0;
+          const int chi = rep_of(target, &rep);
+          if (chi == 0) continue;
           const uint64_t* it = std::lower_bound(reps, reps + dim, rep);
           if (it == reps + dim || *it != rep) {
-            if (!vanishes(group, target)) ++local_missing;
+            if (!vanishes(target)) ++local_missing;
             continue;
           }
           const int64_t c = it - reps;
@@ -234,6 +218,37 @@ int64_t heisenberg_symmetric_matvec_cpu(const uint64_t* reps, const int64_t* orb
     missing += local_missing;
   });
   return missing.load();
+}
+
+}  // namespace
+
+int64_t heisenberg_symmetric_matvec_cpu(const uint64_t* reps, const int64_t* orbit, int64_t dim, const double* x,
+                                        double* y, const int64_t* edges, const double* zz, const double* exch,
+                                        int64_t n_edges, const GroupTables& group) {
+  return symmetric_matvec(
+      reps, orbit, dim, x, y, edges, zz, exch, n_edges,
+      [&](uint64_t target, uint64_t* rep) {
+        double chi = 1.0;
+        *rep = representative(group, target, &chi);
+        return chi < 0 ? -1 : 1;
+      },
+      [&](uint64_t target) { return vanishes(group, target); });
+}
+
+int64_t torus_symmetric_matvec_cpu(const uint64_t* reps, const int64_t* orbit, int64_t dim, const double* x,
+                                   double* y, const int64_t* edges, const double* zz, const double* exch,
+                                   int64_t n_edges, const torus::TorusView& group, bool specialized) {
+  return torus::dispatch(group.lx, group.ly, specialized, [&](auto dims) {
+    using D = decltype(dims);
+    return symmetric_matvec(
+        reps, orbit, dim, x, y, edges, zz, exch, n_edges,
+        [&](uint64_t target, uint64_t* rep) {
+          uint32_t lo, hi;
+          torus::to_lanes<D::lx, D::ly>(target, group, lo, hi);
+          return torus::representative<D::lx, D::ly>(group, lo, hi, rep);
+        },
+        [](uint64_t) { return false; });  // vanishing targets were recognized by rep_of
+  });
 }
 
 }  // namespace ed

@@ -12,6 +12,9 @@
 
 #include <cstdint>
 
+#include "ed_group.h"
+#include "ed_torus.h"
+
 namespace naqs {
 namespace ed {
 
@@ -37,16 +40,8 @@ void heisenberg_sector_matvec_cpu(const uint64_t* basis,      // [dim]
                                   const int64_t* hi_offset,   // [2^(N - lo_bits)]
                                   int lo_bits);
 
-// Symmetry group action through byte tables: image(g, s) = OR_b table[g][b][byte_b(s)]
-// (xor all_ones when flip[g]); table: [n_group, n_bytes, 256].
-struct GroupTables {
-  const uint64_t* table;  // [n_group, n_bytes, 256]
-  const uint8_t* flip;    // [n_group]
-  int64_t n_group;
-  int n_bytes;
-  uint64_t all_ones;      // (1 << N) - 1
-  int flip_parity;        // character of the spin inversion: +1 or -1 (permutations: +1)
-};
+// The group forms (GroupTables: generic byte tables; torus::TorusView: translations of a
+// torus by bit operations) and their actions live in ed_group.h / ed_torus.h.
 
 // Representatives (orbit minima) of the sector under the group, sorted, with their
 // orbit sizes; states whose symmetrized vector vanishes (a stabilizer element of
@@ -54,6 +49,12 @@ struct GroupTables {
 int64_t symmetric_representatives_cpu(int n_sites, int n_up, const GroupTables& group, uint64_t** reps_out,
                                       int64_t** orbit_out);
 void free_buffer(void* p);
+
+// Same output as symmetric_representatives_cpu for a group of the torus form (translations
+// x point operations [x spin inversion]); specialized = false forces the run-time-size
+// code (tests hold both equal).
+int64_t torus_representatives_cpu(int n_sites, int n_up, const torus::TorusView& group, bool specialized,
+                                  uint64_t** reps_out, int64_t** orbit_out);
 
 // y = H~ x in the trivial-representation basis |r~> = O_r^{-1/2} sum_{s in orbit(r)} |s>:
 //   y[r] = diag(r) x[r] + sum_{s' in conn(r)} exch * sqrt(O_r / O_{rep(s')}) x[idx(rep(s'))].
@@ -64,6 +65,11 @@ void free_buffer(void* p);
 int64_t heisenberg_symmetric_matvec_cpu(const uint64_t* reps, const int64_t* orbit, int64_t dim, const double* x,
                                         double* y, const int64_t* edges, const double* zz, const double* exch,
                                         int64_t n_edges, const GroupTables& group);
+
+// Same as heisenberg_symmetric_matvec_cpu for a group of the torus form.
+int64_t torus_symmetric_matvec_cpu(const uint64_t* reps, const int64_t* orbit, int64_t dim, const double* x,
+                                   double* y, const int64_t* edges, const double* zz, const double* exch,
+                                   int64_t n_edges, const torus::TorusView& group, bool specialized);
 
 }  // namespace ed
 }  // namespace naqs

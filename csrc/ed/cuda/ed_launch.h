@@ -7,6 +7,9 @@
 
 #include <cstdint>
 
+#include "../ed_group.h"
+#include "../ed_torus.h"
+
 namespace naqs {
 namespace ed {
 namespace cuda {
@@ -36,6 +39,32 @@ cudaError_t heisenberg_sector_matvec(const uint64_t* basis,     // [dim]
                                      int lo_bits,
                                      RankTables variant,
                                      cudaStream_t stream);
+
+// ---- symmetric sector (cuda/symmetric.cu) -------------------------------------------
+// Representatives: every sector word is visited (each thread unranks the first word of a
+// chunk, then walks on with Gosper's hack); orbit minima with a non-vanishing symmetrized
+// vector are appended at atomicAdd(count) positions, so the output is unsorted (the front
+// end sorts). Writes stop at capacity; *count is the full number either way.
+// binom: device [65 * 65] table of C(n, r). Group tables are device pointers.
+cudaError_t symmetric_representatives_generic(int n_sites, int n_up, const GroupTables& group, const uint64_t* binom,
+                                              uint64_t* reps, int64_t* orbit, int64_t capacity,
+                                              unsigned long long* count, cudaStream_t stream);
+cudaError_t symmetric_representatives_torus(int n_sites, int n_up, const torus::TorusView& group, bool specialized,
+                                            const uint64_t* binom, uint64_t* reps, int64_t* orbit, int64_t capacity,
+                                            unsigned long long* count, cudaStream_t stream);
+
+// y[r] = diag(r) x[r] + sqrt_orbit[r] * sum_{s' in conn(r)} chi exch z[idx(rep(s'))], with
+// z = x / sqrt_orbit (the gather form of the CPU kernel, one thread per row). reps sorted;
+// edges/zz/exch are host pointers (copied into the kernel parameter). Connections whose
+// representative is not in reps (and does not vanish) are counted in *missing.
+cudaError_t symmetric_matvec_generic(const uint64_t* reps, const double* x, const double* z,
+                                     const double* sqrt_orbit, double* y, int64_t dim, const int64_t* edges_host,
+                                     const double* zz_host, const double* exch_host, int n_edges,
+                                     const GroupTables& group, unsigned long long* missing, cudaStream_t stream);
+cudaError_t symmetric_matvec_torus(const uint64_t* reps, const double* x, const double* z, const double* sqrt_orbit,
+                                   double* y, int64_t dim, const int64_t* edges_host, const double* zz_host,
+                                   const double* exch_host, int n_edges, const torus::TorusView& group,
+                                   bool specialized, unsigned long long* missing, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace ed
