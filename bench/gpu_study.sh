@@ -27,7 +27,6 @@ seed_rows study-gpu-h100-triangle-24-fig2b.csv fig2-triangle-24 generalization.c
 seed_rows study-gpu-h100-kagome-24-fig2c.csv fig2-kagome-24 generalization.csv
 seed_rows study-gpu-h100-kagome-24-fig3.csv fig3-kagome-24 eps_sweep.csv
 seed_rows study-gpu-h100-kagome-24-fig4.csv fig4-kagome-24 generalization.csv
-seed_rows study-gpu-h100-square-fig5.csv fig5-square eps_sweep.csv
 COMMON=(--device cuda --quiet --no-plot)
 FIT=(--max-epochs 100 --patience 10)
 
@@ -59,7 +58,7 @@ for phase in $PHASES; do
       job fig3-kagome-24 "${STUDY[@]}" eps-sweep --cluster kagome-24 --j2 0.4,0.5,0.6,1.0 \
         --eps 0.0005,0.001,0.002,0.005,0.01,0.02,0.05,0.1 --repeats 3 "${FIT[@]}" "${COMMON[@]}" --out "$RUNS/fig3-kagome-24" ;;
     sr)    # Fig. 2d-f: SR with two dense networks, overlap with ED vs J2
-      for c in square-24 triangle-24 kagome-24; do
+      for c in ${SR_CLUSTERS:-square-24 triangle-24 kagome-24}; do
         job "sr-$c" "${STUDY[@]}" sr --cluster "$c" --j2 "$(sr_grid "$c")" --steps 300 --samples 1024 --chains 1024 \
           --device cuda --quiet --no-plot --out "$RUNS/sr-$c"
       done ;;
@@ -67,9 +66,14 @@ for phase in $PHASES; do
       job express-24 bash -c "for c in square-24 triangle-24 kagome-24; do
           python3 -m naqs.cli study expressibility --cluster \$c --j2 0,0.5,1.0 --arch dense2 --target sign \
             --max-epochs 40 --patience 5 --device cuda --quiet --no-plot --out $RUNS/express-\$c || exit 1; done" ;;
-    fig5)  # Fig. 5: critical eps_train vs Hilbert-space dimension (square, 24 and 30 sites)
-      job fig5-square "${STUDY[@]}" critical-eps --clusters square-24,square-30 --j2 0.0 \
-        --eps 0.0001,0.0002,0.0005,0.001,0.002,0.005,0.01 --repeats 2 "${FIT[@]}" "${COMMON[@]}" --out "$RUNS/fig5-square" ;;
+    fig5)  # Fig. 5: eps sweeps of the square clusters (24 sites: seeded rows; 30: full
+           # basis; 36: symmetric ED, sampled sets); `naqs study critical-eps` on the merged
+           # rows gives the critical eps_train per K
+      job fig5-square-30 "${STUDY[@]}" eps-sweep --cluster square-30 --j2 0.0 \
+        --eps 0.00002,0.00005,0.0001,0.0002,0.0005,0.001 --repeats 2 "${FIT[@]}" "${COMMON[@]}" --out "$RUNS/fig5-square-30"
+      job fig5-square-36 "${STUDY[@]}" eps-sweep --cluster square-36 --j2 0.0 \
+        --eps 0.000001,0.000002,0.000005,0.00001,0.00002,0.00005 --repeats 2 "${FIT[@]}" "${COMMON[@]}" \
+        --out "$RUNS/fig5-square-36" ;;
     *) echo "unknown phase $phase" >&2 ;;
   esac
 done
