@@ -28,7 +28,7 @@ GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | 
 
 echo "== build"
 T0=$SECONDS
-MICRO=ON; [ "${NAQS_GPU_ENGINE_ONLY:-0}" = 1 ] && MICRO=OFF
+MICRO=ON; { [ "${NAQS_GPU_ENGINE_ONLY:-0}" = 1 ] || [ "${NAQS_GPU_QUICK:-0}" = 1 ]; } && MICRO=OFF
 if timeout 240 $PY -m pip install --no-build-isolation -v -e . -C cmake.define.NAQS_BUILD_BENCH=$MICRO > "$OUT/build.log" 2>&1; then
   echo "build: ok with microbenchmarks ($((SECONDS - T0)) s)" | tee -a "$SUMMARY"
 else
@@ -52,7 +52,7 @@ if [ -n "${NAQS_GPU_TEST_MATH:-}" ]; then  # the float32 tests again with tensor
   grep -E "^(FAILED|ERROR)|^E  .*(rel|Mismatch|Greatest)" "$OUT/tests-math.log" | head -12 | tee -a "$SUMMARY"
 fi
 if [ $RC != 0 ]; then  # which kernel variant fails (A/B switches of walker.cu)
-  for VAR in NAQS_PIXELCNN_PIPELINE=0 NAQS_PIXELCNN_WEIGHTS_SMEM=0; do
+  for VAR in NAQS_PIXELCNN_THREADS=256 NAQS_PIXELCNN_WEIGHTS_SMEM=0; do
     env $VAR timeout 60 $PY -m pytest -m cuda -q -x -p no:cacheprovider tests/test_engine.py -k "not bad_inputs" > "$OUT/tests-variant.log" 2>&1
     echo "  with $VAR: rc=$? $(tail -1 "$OUT/tests-variant.log")" | tee -a "$SUMMARY"
   done

@@ -1,16 +1,18 @@
 // CUDA row-cached PixelCNN walker (see ../walker.h for the algorithm).
 //
-// Persistent kernel: each CTA (256 threads) owns a tile of `tile` jobs (samples or
-// connections) at a time and walks them with only __syncthreads() between layers: jobs
-// are independent, so no grid-wide sync. All the network work is done by one routine,
-// a *pass*: layer l of one branch (horizontal or vertical) at row y for the positions
-// x in [xb, xe) of every job of the tile. Its (job, position) pairs are cut into chunks
-// of `rows` pairs; per chunk
-//   1. the layer's weights ([K][C4], first chunk only) and the 3x3 causal windows of
-//      the chunk ([rows][K]) are copied into shared memory with cp.async (16-byte
-//      copies where aligned, all in flight at once, zero-fill outside the lattice);
-//   2. [rows x K] x [K x C] in FP32/FP64 FFMA, each thread a 4 (rows) x 4 (channels)
-//      register tile over a K slice (16-byte shared loads of 4 k at a time); the K
+// Persistent kernel: each CTA (512 threads for float, 256 for double) owns a tile of
+// `tile` jobs (samples or connections) at a time and walks them with only
+// __syncthreads() between layers: jobs are independent, so no grid-wide sync. All the
+// network work is done by one routine, a *pass*: layer l of one branch (horizontal or
+// vertical) at row y for the positions x in [xb, xe) of every job of the tile. Its
+// (job, position) pairs are cut into chunks of `rows` pairs; per chunk
+//   1. the 3x3 causal windows of the chunk ([rows][K]) are copied into shared memory
+//      with cp.async (16-byte copies where aligned, all in flight at once, zero-fill
+//      outside the lattice); the layer's weights ([K][C4]) were copied once per pass,
+//      started during the previous pass's last chunk;
+//   2. [rows x K] x [K x C]: FP32/FP64 FFMA by default, each thread a 4 (rows) x 4
+//      (channels) register tile over a K slice; NAQS_PIXELCNN_MATH=3xtf32 | tf32 uses
+//      m16n8k8 TF32 tensor-core MMAs instead (float networks, 8 | C <= 32); the K
 //      slices are reduced through shared memory;
 //   3. bias, ReLU, residual; the result goes to the row ring (or the storage).
 // Which passes a walk runs:
@@ -22,6 +24,7 @@
 //     = tile x Lx pairs), then the conditionals of the row's sites. Same FLOPs as the
 //     site walk, ~Lx times fewer dependent steps.
 // Row rings (3 rows of h and v per block per job) live in global memory (scratch).
+// NAQS_PIXELCNN_PROFILE=1 prints per-phase clock64 counters of every walk (stderr).
 // Includes only the CUDA runtime.
 #include <cuda_runtime.h>
 
@@ -40,7 +43,6 @@ namespace pixelcnn {
 namespace cuda {
 namespace {
 
-constexpr int kThreads = 256;
 constexpr int kMaxRows = 32;   // rows of one product chunk
 constexpr int kOutChunk = 16;  // sites per chunk of the row output phase
 constexpr int kMaxSplit = 16;  // K-split groups of a product
@@ -205,7 +207,7 @@ struct Ctx {
   // K split of a product of rows4 rows: ks groups of ntile thread tiles.
   __device__ static void split(int rows4, int C4, int& ntile, int& ks) {
     ntile = (C4 / 4) * (rows4 / 4);
-    ks = kThreads / ntile;
+    ks = int(blockDim.x) / ntile;
     ks = ks < 1 ? 1 : (ks > kMaxSplit ? kMaxSplit : ks);
   }
 
@@ -240,7 +242,7 @@ struct Ctx {
       const T* x0 = xs + (bg * 4) * S;
       const T* wp = W + og * 4;
       int k = k0;
-#pragma unroll 2
+#pragma unroll 1
       for (; k < k4; k += 4) {
         Vec4<T> xv[4];
 #pragma unroll
@@ -280,7 +282,7 @@ struct Ctx {
   template <int kMath>
   __device__ void product_mma(int K, int nr, const float* xs, int& ks, int& rstride) const {
     const int C4 = d.c4, NT = C4 / 8;
-    const int MT = nr > 16 ? 2 : 1, KG = 8 / MT;
+    const int MT = nr > 16 ? 2 : 1, KG = int(blockDim.x >> 5) / MT;
     ks = KG;
     rstride = 16 * MT;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tig = lane & 3;
@@ -474,8 +476,8 @@ struct Ctx {
   }
 };
 
-template <typename T>
-__global__ void __launch_bounds__(kThreads, 1) walk_kernel(Dims d,            // lattice and network sizes
+template <typename T, int kThr>
+__global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d,            // lattice and network sizes
                                                         Weights<T> w,      // kernel layout, see walker.h
                                                         WalkArgs<T> a,     // inputs/outputs of the mode
                                                         int tile, int rows, int xs_stride, int w_shared,
@@ -500,7 +502,7 @@ __global__ void __launch_bounds__(kThreads, 1) walk_kernel(Dims d,            //
   cx.S = xs_stride;
   cx.xs = reinterpret_cast<T*>(smem_raw);
   cx.red = cx.xs + size_t(rows) * xs_stride;
-  cx.hcur = cx.red + size_t(max(kThreads * 16, rows * d.c4));
+  cx.hcur = cx.red + size_t(max(kThr * 16, rows * d.c4));
   cx.raw = cx.hcur + size_t(tile) * C;
   // byte offsets from smem_raw (pointers derived from it stay shared-space loads)
   size_t off = (size_t(reinterpret_cast<unsigned char*>(cx.raw + size_t(tile) * kOutChunk * 4) - smem_raw) + 15) &
@@ -661,10 +663,10 @@ int xs_stride_of(const Dims& d) {
   return (kmax + 3) / 4 * 4 + 4;
 }
 
-size_t smem_bytes(const Dims& d, int tile, int rows, size_t elem, size_t member, bool w_shared) {
+size_t smem_bytes(const Dims& d, int tile, int rows, size_t elem, size_t member, bool w_shared, int threads) {
   const int kmax = std::max(18 * d.channels, 9 * (1 + d.channels));
   size_t n = size_t(rows) * xs_stride_of(d);                      // xs
-  n += size_t(std::max(kThreads * 16, rows * d.c4));                // red
+  n += size_t(std::max(threads * 16, rows * d.c4));                 // red
   n += size_t(tile) * d.channels + size_t(tile) * kOutChunk * 4;  // hcur, raw
   size_t bytes = (n * elem + 15) & ~size_t(15);
   if (w_shared) bytes += size_t(kmax) * (d.c4 + 8) * elem;
@@ -692,7 +694,14 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out) {
   if ((err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess) return err;
   if ((err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) != cudaSuccess) return err;
   Plan p;
-  p.threads = kThreads;
+  // CTA size: 512 threads (16 warps: more latency hidden in the gathers and
+  // products; at most 128 registers a thread) for float, 256 for double;
+  // NAQS_PIXELCNN_THREADS=256|512 overrides.
+  const char* thr_env = std::getenv("NAQS_PIXELCNN_THREADS");
+  p.threads = sizeof(T) == 4 ? 512 : 256;
+  if (thr_env && std::string(thr_env) == "256") p.threads = 256;
+  if (thr_env && std::string(thr_env) == "512") p.threads = 512;
+  const auto kernel = p.threads == 512 ? walk_kernel<T, 512> : walk_kernel<T, 256>;
   p.xs_stride = xs_stride_of(d);
   // Weights of the pass in shared memory when they fit (NAQS_PIXELCNN_WEIGHTS_SMEM=0
   // reads them from global memory instead); then the largest chunk that fits.
@@ -701,7 +710,7 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out) {
   bool found = false;
   for (int ws = allow_ws ? 1 : 0; ws >= 0 && !found; --ws) {
     for (int rows = kMaxRows; rows >= 4 && !found; rows /= 2) {
-      if (smem_bytes(d, rows, rows, sizeof(T), sizeof(Member<T>), ws != 0) <= size_t(optin)) {
+      if (smem_bytes(d, rows, rows, sizeof(T), sizeof(Member<T>), ws != 0, p.threads) <= size_t(optin)) {
         p.w_shared = ws;
         p.rows = rows;
         found = true;
@@ -709,12 +718,12 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out) {
     }
   }
   if (!found) return cudaErrorInvalidConfiguration;
-  p.smem = smem_bytes(d, p.rows, p.rows, sizeof(T), sizeof(Member<T>), p.w_shared != 0);
-  if ((err = cudaFuncSetAttribute(walk_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(p.smem))) !=
+  p.smem = smem_bytes(d, p.rows, p.rows, sizeof(T), sizeof(Member<T>), p.w_shared != 0, p.threads);
+  if ((err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(p.smem))) !=
       cudaSuccess)
     return err;
   int per_sm = 0;
-  if ((err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, walk_kernel<T>, kThreads, p.smem)) != cudaSuccess)
+  if ((err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, p.threads, p.smem)) != cudaSuccess)
     return err;
   if (per_sm < 1) return cudaErrorInvalidConfiguration;
   // The smallest tile that still runs every job in one wave (the walk is a chain of
@@ -729,7 +738,7 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out) {
   }
   p.tile = tile;
   p.k_split = 0;
-  p.smem = smem_bytes(d, tile, p.rows, sizeof(T), sizeof(Member<T>), p.w_shared != 0);
+  p.smem = smem_bytes(d, tile, p.rows, sizeof(T), sizeof(Member<T>), p.w_shared != 0, p.threads);
   const int64_t n_tiles = (n_jobs + p.tile - 1) / p.tile;
   const int64_t grid = std::min<int64_t>(n_tiles, slots);
   p.grid = int(grid < 1 ? 1 : grid);
@@ -747,13 +756,15 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   const size_t ring_bytes = size_t(p.grid) * p.tile * size_t(2) * d.blocks * 3 * d.lx * d.channels * sizeof(T);
   T* ring = reinterpret_cast<T*>(scratch);
   int8_t* confs = reinterpret_cast<int8_t*>(scratch) + ((ring_bytes + 255) & ~size_t(255));
-  // NAQS_PIXELCNN_PIPELINE=0: no copy of the next chunk during a product (A/B runs).
+  // NAQS_PIXELCNN_PIPELINE=1: copy the next chunk's windows during a product (two
+  // half-size chunk buffers); measured slower on an H100 (docs/engine.md), so off.
   const char* pipe_env = std::getenv("NAQS_PIXELCNN_PIPELINE");
-  const int pipeline = (pipe_env && pipe_env[0] == '0') ? 0 : 1;
+  const int pipeline = (pipe_env && pipe_env[0] == '1') ? 1 : 0;
   const int math = math_mode();
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
+  const auto kernel = p.threads == 512 ? walk_kernel<T, 512> : walk_kernel<T, 256>;
   if (!(env && env[0] == '1')) {
-    walk_kernel<T><<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared,
+    kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared,
                                                           pipeline, math, ring, confs, nullptr);
     return cudaGetLastError();
   }
@@ -763,8 +774,8 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   cudaError_t err = cudaMalloc(&prof, sizeof(long long) * 8 * p.grid);
   if (err != cudaSuccess) return err;
   cudaMemsetAsync(prof, 0, sizeof(long long) * 8 * p.grid, stream);
-  walk_kernel<T><<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared,
-                                                        pipeline, math, ring, confs, prof);
+  kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared, pipeline, math,
+                                                ring, confs, prof);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   std::vector<long long> h(size_t(8) * p.grid);
   if ((err = cudaMemcpyAsync(h.data(), prof, h.size() * sizeof(long long), cudaMemcpyDeviceToHost, stream)) !=
@@ -777,10 +788,10 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
     for (int q = 0; q < 8; ++q) sum[q] += double(h[size_t(b) * 8 + q]) / p.grid;
   const double tot = sum[4] > 0 ? sum[4] : 1;
   std::fprintf(stderr,
-               "naqs-walker-profile mode=%d math=%d pipeline=%d jobs=%lld grid=%d tile=%d rows=%d w_shared=%d smem=%zu | per CTA: "
+               "naqs-walker-profile threads=%d mode=%d math=%d pipeline=%d jobs=%lld grid=%d tile=%d rows=%d w_shared=%d smem=%zu | per CTA: "
                "%.3g Mcycles, %.0f chunks (%.0f cycles each) | gather+wait %.1f%% product %.1f%% finish %.1f%% "
                "outputs %.1f%%\n",
-               a.mode, math, pipeline, (long long)a.n_jobs, p.grid, p.tile, p.rows, p.w_shared, p.smem, sum[4] / 1e6, sum[5],
+               p.threads, a.mode, math, pipeline, (long long)a.n_jobs, p.grid, p.tile, p.rows, p.w_shared, p.smem, sum[4] / 1e6, sum[5],
                sum[5] > 0 ? (sum[0] + sum[1] + sum[2]) / sum[5] : 0.0, 100 * sum[0] / tot, 100 * sum[1] / tot,
                100 * sum[2] / tot, 100 * sum[3] / tot);
   return cudaSuccess;
