@@ -30,15 +30,15 @@ echo "== build"
 T0=$SECONDS
 MICRO=ON; { [ "${NAQS_GPU_ENGINE_ONLY:-0}" = 1 ] || [ "${NAQS_GPU_QUICK:-0}" = 1 ]; } && MICRO=OFF
 if timeout 240 $PY -m pip install --no-build-isolation -v -e . -C cmake.define.NAQS_BUILD_BENCH=$MICRO > "$OUT/build.log" 2>&1; then
-  echo "build: ok with microbenchmarks ($((SECONDS - T0)) s)" | tee -a "$SUMMARY"
+  echo "build: ok (microbenchmarks $MICRO, $((SECONDS - T0)) s)" | tee -a "$SUMMARY"
 else
   echo "build with microbenchmarks FAILED; retrying without" | tee -a "$SUMMARY"
   tail -30 "$OUT/build.log"
   timeout 200 $PY -m pip install --no-build-isolation -v -e . -C cmake.define.NAQS_BUILD_BENCH=OFF >> "$OUT/build.log" 2>&1 ||
     { echo "build FAILED" | tee -a "$SUMMARY"; tail -40 "$OUT/build.log"; exit 1; }
 fi
-{ echo "-- ptxas (engine kernels: walker.cu double, float; walker_legacy.cu double, float)"; grep -h -A3 "walk_kernel" "$OUT/build.log" | grep -E "registers|spill|stack" | head -8; } | tee -a "$SUMMARY"
-echo "profilers: $(command -v ncu nsys | tr '\n' ' ')" | tee -a "$SUMMARY"
+{ echo "-- ptxas (engine kernels: walker_legacy.cu double, float; walker.cu double 256/512 threads, float 256/512 threads)"; grep -h -A3 "Compiling entry.*walk_kernel" "$OUT/build.log" | grep -E "registers|spill" | head -12; } | tee -a "$SUMMARY"
+echo "profilers: $(for t in ncu nsys; do command -v $t > /dev/null && printf '%s ' $t; done)" | tee -a "$SUMMARY"
 $PY -c "import torch, naqs.ops as o; print('build_info', o.build_info())" 2>&1 | tee -a "$SUMMARY"
 
 echo "== CUDA tests (all of the repository; the engine's first, then the rest)"

@@ -240,12 +240,12 @@ def test_local_energy_precision_float32(device, hamiltonian):
     assert (e_kernel - e_ref).norm() <= 1.05 * (e_ref32 - e_ref).norm() + 1e-12
 
 
-@pytest.mark.parametrize("math_mode,tol", [("3xtf32", 1e-6), ("tf32", 1e-3)])
+@pytest.mark.parametrize("math_mode,tol", [("3xtf32", 1e-5), ("tf32", 1e-3)])
 def test_tensor_core_math(device, monkeypatch, math_mode, tol):
     """NAQS_PIXELCNN_MATH selects tensor-core products on CUDA (float32 networks with
-    8 | C <= 32): 3xtf32 (split operands, about FP32 accuracy) keeps the local energies
-    within 1e-6 of the float64 evaluation like the default; tf32 (one MMA, 10-bit
-    mantissas) is the fast training mode, within 1e-3 here."""
+    8 | C <= 32): 3xtf32 (split operands, near FP32: local energies within 1e-6 on this
+    network, 2.3e-6 on a 6x6 32-channel one, see docs/engine.md) and tf32 (one MMA,
+    10-bit mantissas). Neither is the default (FFMA, the 1e-6 test above)."""
     if device.type != "cuda":
         pytest.skip("a CUDA kernel switch")
     monkeypatch.setenv("NAQS_PIXELCNN_MATH", math_mode)
