@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import statistics
 import subprocess
@@ -95,7 +96,21 @@ def connected_flops(lx, ly, blocks, c) -> float:
 
 
 # ---------------------------------------------------------------------- benches
-def bench_config(lx, blocks, c, batch, device, ceilings, run_reference, le_batch):
+class _legacy_kernel:
+    """Context: the first CUDA kernel (NAQS_PIXELCNN_CUDA_KERNEL=legacy, read per call)."""
+
+    def __enter__(self):
+        self.old = os.environ.get("NAQS_PIXELCNN_CUDA_KERNEL")
+        os.environ["NAQS_PIXELCNN_CUDA_KERNEL"] = "legacy"
+
+    def __exit__(self, *exc):
+        if self.old is None:
+            os.environ.pop("NAQS_PIXELCNN_CUDA_KERNEL", None)
+        else:
+            os.environ["NAQS_PIXELCNN_CUDA_KERNEL"] = self.old
+
+
+def bench_config(lx, blocks, c, batch, device, ceilings, run_reference, le_batch, legacy=False):
     torch.manual_seed(0)
     model = PixelCNN(lx, lx, blocks, c).to(device)
     n = lx * lx
@@ -108,11 +123,17 @@ def bench_config(lx, blocks, c, batch, device, ceilings, run_reference, le_batch
             t_ref = timeit(lambda: model.sample_reference(batch, uniforms=u), device, reps=1, warmup=0)
         else:
             t_ref = None
+        t_legacy = None
+        if legacy:
+            with _legacy_kernel():
+                t_legacy = timeit(lambda: ops.pixelcnn_sample(model, u), device, reps=3, warmup=1)
     f_fwd = forward_flops(lx, lx, blocks, c) * batch
     rows = [
         dict(what="forward (raw_outputs)", t=t_fwd, samples=batch, flops=f_fwd, fwd=t_fwd),
         dict(what="sample: kernel", t=t_kernel, samples=batch, flops=f_fwd, fwd=t_fwd),
     ]
+    if t_legacy is not None:
+        rows.append(dict(what="sample: legacy kernel", t=t_legacy, samples=batch, flops=f_fwd, fwd=t_fwd))
     if t_ref is not None:
         rows.append(dict(what="sample: reference", t=t_ref, samples=batch, flops=f_fwd * n, fwd=t_fwd))
     # Ising local energy (the connected log psi of all N single flips) on le_batch samples
@@ -124,6 +145,11 @@ def bench_config(lx, blocks, c, batch, device, ceilings, run_reference, le_batch
     with torch.no_grad():
         ops.connected_log_psi(model, spins[:2], small.flips, small.counts)  # warm-up
         t_le = timeit(lambda: ops.connected_log_psi(model, spins, conn.flips, conn.counts), device, reps=1, warmup=0)
+        t_le_legacy = None
+        if legacy:
+            with _legacy_kernel():
+                t_le_legacy = timeit(lambda: ops.connected_log_psi(model, spins, conn.flips, conn.counts), device,
+                                     reps=1, warmup=0)
         t_le_ref = None
         if run_reference:
             t_le_ref = timeit(
@@ -134,6 +160,9 @@ def bench_config(lx, blocks, c, batch, device, ceilings, run_reference, le_batch
         t_fwd_nb = timeit(lambda: model.raw_outputs(spins_in[:nb]), device, reps=5, warmup=1)
     rows.append(dict(what=f"Ising E_loc: kernel (B={nb})", t=t_le, samples=nb,
                      flops=connected_flops(lx, lx, blocks, c) * nb, fwd=t_fwd_nb))
+    if t_le_legacy is not None:
+        rows.append(dict(what=f"Ising E_loc: legacy kernel (B={nb})", t=t_le_legacy, samples=nb,
+                         flops=connected_flops(lx, lx, blocks, c) * nb, fwd=t_fwd_nb))
     if t_le_ref is not None:
         rows.append(dict(what=f"Ising E_loc: reference (B={nb})", t=t_le_ref, samples=nb,
                          flops=f_fwd / batch * nb * (n + 0), fwd=t_fwd_nb))
@@ -182,6 +211,41 @@ def bench_vmc(lx, blocks, batch, device, naive=True):
     return res
 
 
+def precision_table(device, math_modes, n_samples=200):
+    """Local energies of float32 networks through the kernels in each math mode
+    (NAQS_PIXELCNN_MATH) against the float64 evaluation of the same network (float64
+    kernels): max and norm-wise relative error, and the bias of the mean energy."""
+    lines = ["| network | math | max rel | norm rel | energy bias (rel) | time ms |",
+             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for lx, blocks, scale in [(6, 10, None), (6, 10, 0.3), (12, 10, None)]:
+        torch.manual_seed(0)
+        kw = {} if scale is None else {"output_scale": scale}
+        model = PixelCNN(lx, lx, blocks, 32, **kw).to(device)
+        model64 = PixelCNN(lx, lx, blocks, 32, **kw).to(device=device, dtype=torch.float64)
+        model64.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
+        ham = TransverseFieldIsing(square(lx, lx), gamma=1.0)
+        u = torch.rand(n_samples, lx * lx, dtype=torch.float64, device=device)
+        with torch.no_grad():
+            spins, _ = ops.pixelcnn_sample(model64, u)
+            e64 = local_energy(model64, ham, spins)
+            for mode in math_modes:
+                old = os.environ.get("NAQS_PIXELCNN_MATH")
+                os.environ["NAQS_PIXELCNN_MATH"] = mode
+                try:
+                    t = timeit(lambda: local_energy(model, ham, spins), device, reps=1, warmup=1)
+                    e32 = local_energy(model, ham, spins)
+                finally:
+                    os.environ.pop("NAQS_PIXELCNN_MATH") if old is None else os.environ.__setitem__(
+                        "NAQS_PIXELCNN_MATH", old)
+                rel = ((e32 - e64).abs() / e64.abs().clamp_min(1e-12)).max().item()
+                nrel = ((e32 - e64).norm() / e64.norm()).item()
+                bias = abs((e32.mean() - e64.mean()).real.item()) / abs(e64.mean().real.item())
+                name = f"{lx}x{lx} L={blocks} C=32 scale {scale or 'default'}"
+                lines.append(f"| {name} | {mode} | {rel:.1e} | {nrel:.1e} | {bias:.1e} | {t*1e3:.1f} |")
+                print(lines[-1], flush=True)
+    return lines
+
+
 def git_commit() -> str:
     import os
 
@@ -201,6 +265,17 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="markdown results file")
     p.add_argument("--quick", action="store_true", help="fewer configurations")
     p.add_argument("--le-batch", type=int, default=256, help="samples for the local-energy timing")
+    p.add_argument("--legacy", action="store_true",
+                   help="also time the first CUDA kernel (NAQS_PIXELCNN_CUDA_KERNEL=legacy) side by side")
+    p.add_argument("--configs", default=None,
+                   help="comma-separated LxBLOCKSxBATCH[r] (r: also the reference), e.g. 21x20x4096,12x10x1000r")
+    p.add_argument("--ab", default=None, help="';'-separated VAR=VALUE kernel switches timed on the first config")
+    p.add_argument("--precision", default=None,
+                   help="comma-separated NAQS_PIXELCNN_MATH modes for the local-energy precision table "
+                        "(e.g. ffma,3xtf32,tf32)")
+    p.add_argument("--profile", action="store_true", help="first, one profiled walk per config (CUDA)")
+    p.add_argument("--vmc", default=None, help="comma-separated LxBLOCKSxBATCH[n] VMC steps (n: also naive); "
+                   "'none' for no VMC step")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -221,9 +296,81 @@ def main(argv=None):
     else:
         configs = [(4, 10, 256, True), (6, 10, 256, True)]
         vmc_cfgs = [(6, 10, 256)]
+    def parse(spec, flag):
+        out = []
+        for item in spec.split(","):
+            item = item.strip()
+            if not item or item == "none":
+                continue
+            extra = item.endswith(flag)
+            lx, blocks, batch = (int(v) for v in item.rstrip(flag).split("x"))
+            out.append((lx, blocks, batch, extra))
+        return out
+
+    if args.configs:
+        configs = parse(args.configs, "r")
+    vmc_naive = {cfg: True for cfg in vmc_cfgs}
+    if args.vmc:
+        vmc_cfgs, vmc_naive = [], {}
+        for lx, blocks, batch, naive in parse(args.vmc, "n"):
+            vmc_cfgs.append((lx, blocks, batch))
+            vmc_naive[(lx, blocks, batch)] = naive
+    if args.profile:
+        # one walk of each kind per configuration with the kernel's clock64 counters
+        # (NAQS_PIXELCNN_PROFILE=1: a line per walk on stderr)
+        os.environ["NAQS_PIXELCNN_PROFILE"] = "1"
+        math_env = os.environ.get("NAQS_PIXELCNN_MATH")
+        modes = [m for m in (args.precision or "").split(",") if m] or [os.environ.get("NAQS_PIXELCNN_MATH", "")]
+        for (lx, blocks, batch, _), mode in [(c, m) for c in configs for m in modes]:
+            if mode:
+                os.environ["NAQS_PIXELCNN_MATH"] = mode
+            torch.manual_seed(0)
+            model = PixelCNN(lx, lx, blocks, 32).to(device)
+            u = torch.rand(batch, lx * lx, dtype=torch.float64, device=device)
+            print(f"profile {lx}x{lx} L={blocks} B={batch} math={mode or 'default'}: sample, then E_loc of "
+                  f"{min(batch, args.le_batch)}",
+                  file=sys.stderr, flush=True)
+            spins, _ = ops.pixelcnn_sample(model, u)
+            ham = TransverseFieldIsing(square(lx, lx), gamma=1.0)
+            nb = min(batch, args.le_batch)
+            conn = ham.connections(spins[:nb])
+            with torch.no_grad():
+                ops.connected_log_psi(model, spins[:nb], conn.flips, conn.counts)
+            torch.cuda.synchronize() if device.type == "cuda" else None
+        os.environ.pop("NAQS_PIXELCNN_PROFILE")
+        os.environ.pop("NAQS_PIXELCNN_MATH", None)
+        if math_env is not None:
+            os.environ["NAQS_PIXELCNN_MATH"] = math_env
+    ab_lines = []
+    if args.ab and configs:
+        # A/B of kernel switches (environment variables read per call) on the first config
+        lx, blocks, batch, _ = configs[0]
+        torch.manual_seed(0)
+        model = PixelCNN(lx, lx, blocks, 32).to(device)
+        u = torch.rand(batch, lx * lx, dtype=torch.float64, device=device)
+        nb = min(batch, args.le_batch)
+        spins, _ = ops.pixelcnn_sample(model, u[:nb])
+        conn = TransverseFieldIsing(square(lx, lx), gamma=1.0).connections(spins)
+        for setting in [""] + [v for v in args.ab.split(";") if v]:
+            pairs = [kv.partition("=") for kv in setting.split(",") if kv]
+            old = {key: os.environ.get(key) for key, _, _ in pairs}
+            for key, _, val in pairs:
+                os.environ[key] = val
+            try:
+                with torch.no_grad():
+                    ts = timeit(lambda: ops.pixelcnn_sample(model, u), device, reps=3, warmup=1)
+                    te = timeit(lambda: ops.connected_log_psi(model, spins, conn.flips, conn.counts), device,
+                                reps=1, warmup=0)
+            finally:
+                for key, val in old.items():
+                    os.environ.pop(key) if val is None else os.environ.__setitem__(key, val)
+            line = (f"A/B {lx}x{lx} L={blocks} B={batch} [{setting or 'default'}]: sample {ts*1e3:.2f} ms, "
+                    f"Ising E_loc (B={nb}) {te*1e3:.2f} ms")
+            print(line, flush=True)
+            ab_lines.append("- " + line)
     rows = []
     for lx, blocks, batch, ref in configs:
-        r = bench_config(lx, blocks, 32, batch, device, ceilings, ref, args.le_batch)
+        r = bench_config(lx, blocks, 32, batch, device, ceilings, ref, args.le_batch, legacy=args.legacy)
         for row in r:
             print(f"{row['config']:>24} | {row['what']:<32} | {row['ms']:10.2f} ms | {row['sps']:10.0f} /s | "
                   f"{row['fwd_ratio']:8.2f} fwd | {row['tflops']:6.2f} TF/s | {100*row['frac_tf32']:5.1f}% tf32",
@@ -231,11 +378,11 @@ def main(argv=None):
         rows += r
     vmc_rows = []
     for lx, blocks, batch in vmc_cfgs:
-        res = bench_vmc(lx, blocks, batch, device)
+        res = bench_vmc(lx, blocks, batch, device, naive=vmc_naive[(lx, blocks, batch)])
         speedup = res["naive"] / res["kernel"] if "naive" in res else float("nan")
         vmc_rows.append((f"{lx}x{lx} L={blocks} C=32 B={batch}", res.get("kernel"), res.get("naive"), speedup))
         print(f"VMC step {lx}x{lx} L={blocks} B={batch}: kernel {res['kernel']*1e3:.1f} ms, naive "
-              f"{res['naive']*1e3:.1f} ms, speed-up {speedup:.1f}x", flush=True)
+              f"{res.get('naive', float('nan'))*1e3:.1f} ms, speed-up {speedup:.1f}x", flush=True)
 
     date = datetime.date.today().isoformat()
     lines = [
@@ -258,7 +405,14 @@ def main(argv=None):
     lines += ["", "VMC step (exact sample + Ising local energy + gradient + Adam update):", "",
               "| config | kernel ms | naive ms | speed-up |", "| --- | ---: | ---: | ---: |"]
     for cfg, tk, tn, sp in vmc_rows:
-        lines.append(f"| {cfg} | {tk*1e3:.1f} | {tn*1e3:.1f} | {sp:.1f}x |")
+        naive_ms = f"{tn*1e3:.1f}" if tn is not None else "-"
+        lines.append(f"| {cfg} | {tk*1e3:.1f} | {naive_ms} | {sp:.1f}x |")
+    if ab_lines:
+        lines += ["", "Kernel switches (A/B, first configuration):", ""] + ab_lines
+    if args.precision:
+        lines += ["", "Local-energy precision of float32 networks per math mode (NAQS_PIXELCNN_MATH) vs the "
+                  "float64 network, Ising, 200 samples:", ""]
+        lines += precision_table(device, [m for m in args.precision.split(",") if m])
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

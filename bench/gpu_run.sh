@@ -9,7 +9,10 @@
 #
 # Time budget: NAQS_GPU_BUDGET_S (default 520 s) for the whole script. NAQS_GPU_QUICK=1
 # skips the C++ microbenchmarks and the ED benchmark and runs the engine benchmark's
-# quick set (for a short lease).
+# quick set (for a short lease). NAQS_GPU_ENGINE_ONLY=1 also skips the CUDA tests
+# outside tests/test_engine.py. NAQS_BENCH_ARGS: extra arguments of bench_engine.py
+# (e.g. "--configs 21x20x4096 --vmc 12x10x1000n --profile"); the default adds
+# --legacy (the first kernel timed side by side).
 set -u -o pipefail
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
@@ -25,24 +28,40 @@ GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | 
 
 echo "== build"
 T0=$SECONDS
-if timeout 240 $PY -m pip install --no-build-isolation -v -e . -C cmake.define.NAQS_BUILD_BENCH=ON > "$OUT/build.log" 2>&1; then
-  echo "build: ok with microbenchmarks ($((SECONDS - T0)) s)" | tee -a "$SUMMARY"
+MICRO=ON; { [ "${NAQS_GPU_ENGINE_ONLY:-0}" = 1 ] || [ "${NAQS_GPU_QUICK:-0}" = 1 ]; } && MICRO=OFF
+if timeout 240 $PY -m pip install --no-build-isolation -v -e . -C cmake.define.NAQS_BUILD_BENCH=$MICRO > "$OUT/build.log" 2>&1; then
+  echo "build: ok (microbenchmarks $MICRO, $((SECONDS - T0)) s)" | tee -a "$SUMMARY"
 else
   echo "build with microbenchmarks FAILED; retrying without" | tee -a "$SUMMARY"
   tail -30 "$OUT/build.log"
   timeout 200 $PY -m pip install --no-build-isolation -v -e . -C cmake.define.NAQS_BUILD_BENCH=OFF >> "$OUT/build.log" 2>&1 ||
     { echo "build FAILED" | tee -a "$SUMMARY"; tail -40 "$OUT/build.log"; exit 1; }
 fi
-{ echo "-- ptxas (engine kernels)"; grep -h -A3 "walk_kernel" "$OUT/build.log" | grep -E "registers|spill|stack" | head -8; } | tee -a "$SUMMARY"
+{ echo "-- ptxas (engine kernels: walker_legacy.cu double, float; walker.cu double 256/512 threads, float 256/512 threads)"; grep -h -A3 "Compiling entry.*walk_kernel" "$OUT/build.log" | grep -E "registers|spill" | head -12; } | tee -a "$SUMMARY"
+echo "profilers: $(for t in ncu nsys; do command -v $t > /dev/null && printf '%s ' $t; done)" | tee -a "$SUMMARY"
 $PY -c "import torch, naqs.ops as o; print('build_info', o.build_info())" 2>&1 | tee -a "$SUMMARY"
 
 echo "== CUDA tests (all of the repository; the engine's first, then the rest)"
 T0=$SECONDS
 timeout 200 $PY -X faulthandler -m pytest -m cuda -q -rfE --durations=8 -p no:cacheprovider tests/test_engine.py > "$OUT/tests.log" 2>&1
-echo "pytest -m cuda tests/test_engine.py rc=$? ($((SECONDS - T0)) s): $(tail -1 "$OUT/tests.log")" | tee -a "$SUMMARY"
+RC=$?
+echo "pytest -m cuda tests/test_engine.py rc=$RC ($((SECONDS - T0)) s): $(tail -1 "$OUT/tests.log")" | tee -a "$SUMMARY"
+if [ -n "${NAQS_GPU_TEST_MATH:-}" ]; then  # the float32 tests again with tensor-core products
+  NAQS_PIXELCNN_MATH=$NAQS_GPU_TEST_MATH timeout 90 $PY -m pytest -m cuda -q -p no:cacheprovider tests/test_engine.py -k "not bad_inputs" > "$OUT/tests-math.log" 2>&1
+  echo "  with NAQS_PIXELCNN_MATH=$NAQS_GPU_TEST_MATH (not bad_inputs): rc=$? $(tail -1 "$OUT/tests-math.log")" | tee -a "$SUMMARY"
+  grep -E "^(FAILED|ERROR)|^E  .*(rel|Mismatch|Greatest)" "$OUT/tests-math.log" | head -12 | tee -a "$SUMMARY"
+fi
+if [ $RC != 0 ]; then  # which kernel variant fails (A/B switches of walker.cu)
+  for VAR in NAQS_PIXELCNN_THREADS=256 NAQS_PIXELCNN_WEIGHTS_SMEM=0; do
+    env $VAR timeout 60 $PY -m pytest -m cuda -q -x -p no:cacheprovider tests/test_engine.py -k "not bad_inputs" > "$OUT/tests-variant.log" 2>&1
+    echo "  with $VAR: rc=$? $(tail -1 "$OUT/tests-variant.log")" | tee -a "$SUMMARY"
+  done
+fi
 T0=$SECONDS
-timeout 120 $PY -m pytest -m cuda -q -rfE -p no:cacheprovider tests --deselect tests/test_engine.py >> "$OUT/tests.log" 2>&1
-echo "pytest -m cuda (rest of tests/) rc=$? ($((SECONDS - T0)) s): $(tail -1 "$OUT/tests.log")" | tee -a "$SUMMARY"
+if [ "${NAQS_GPU_ENGINE_ONLY:-0}" != 1 ]; then
+  timeout 120 $PY -m pytest -m cuda -q -rfE -p no:cacheprovider tests --deselect tests/test_engine.py >> "$OUT/tests.log" 2>&1
+  echo "pytest -m cuda (rest of tests/) rc=$? ($((SECONDS - T0)) s): $(tail -1 "$OUT/tests.log")" | tee -a "$SUMMARY"
+fi
 grep -E "^(FAILED|ERROR)|Fatal Python|line [0-9]+ in test_" "$OUT/tests.log" | head -20 | tee -a "$SUMMARY"
 if grep -q "Fatal Python" "$OUT/tests.log"; then
   echo "-- crash diagnosis (gdb backtrace of test_bad_inputs[cuda])" | tee -a "$SUMMARY"
@@ -56,8 +75,8 @@ fi
 echo "== C++ microbenchmarks"
 QUICK=${NAQS_GPU_QUICK:-0}
 BENCH_BIN=$(find build -name naqs_bench_walker -type f 2>/dev/null | head -1)
-if [ "$QUICK" = 1 ]; then
-  echo "microbenchmarks skipped (NAQS_GPU_QUICK=1)" | tee -a "$SUMMARY"
+if [ "$QUICK" = 1 ] || [ "${NAQS_GPU_ENGINE_ONLY:-0}" = 1 ]; then
+  echo "microbenchmarks skipped (NAQS_GPU_QUICK=1 or NAQS_GPU_ENGINE_ONLY=1)" | tee -a "$SUMMARY"
 elif [ -n "$BENCH_BIN" ]; then
   for cfg in "12 12 10 32 1000" "21 21 20 32 4096"; do
     timeout 60 "$BENCH_BIN" $cfg cuda >> "$OUT/micro.log" 2>&1
@@ -73,10 +92,12 @@ LEFT=$((BUDGET - SECONDS - 100))
 [ $LEFT -lt 60 ] && LEFT=60
 RESULT="$OUT/engine-${GPU:-gpu}-$DATE.md"
 QUICK_FLAG=""; [ "$QUICK" = 1 ] && QUICK_FLAG="--quick"
-timeout $LEFT $PY bench/bench_engine.py --device cuda $QUICK_FLAG --out "$RESULT" > "$OUT/bench.log" 2>&1
-echo "bench rc=$? ($LEFT s allowed)" | tee -a "$SUMMARY"
+BENCH_ARGS=${NAQS_BENCH_ARGS:---legacy}
+timeout $LEFT $PY bench/bench_engine.py --device cuda $QUICK_FLAG $BENCH_ARGS --out "$RESULT" > "$OUT/bench.log" 2>&1
+echo "bench rc=$? ($LEFT s allowed; args: $QUICK_FLAG $BENCH_ARGS)" | tee -a "$SUMMARY"
+grep "naqs-walker-profile\|^profile" "$OUT/bench.log" | tee -a "$SUMMARY"
 
-if [ -f bench/gpu_ed.sh ] && [ "$QUICK" != 1 ]; then
+if [ -f bench/gpu_ed.sh ] && [ "$QUICK" != 1 ] && [ "${NAQS_GPU_ENGINE_ONLY:-0}" != 1 ]; then
   echo "== bench/gpu_ed.sh (exact diagonalization)"
   LEFT=$((BUDGET - SECONDS - 10))
   if [ $LEFT -gt 40 ]; then

@@ -240,6 +240,35 @@ def test_local_energy_precision_float32(device, hamiltonian):
     assert (e_kernel - e_ref).norm() <= 1.05 * (e_ref32 - e_ref).norm() + 1e-12
 
 
+@pytest.mark.parametrize("math_mode,tol", [("3xtf32", 1e-5), ("tf32", 1e-3)])
+def test_tensor_core_math(device, monkeypatch, math_mode, tol):
+    """NAQS_PIXELCNN_MATH selects tensor-core products on CUDA (float32 networks with
+    8 | C <= 32): 3xtf32 (split operands, near FP32: local energies within 1e-6 on this
+    network, 2.3e-6 on a 6x6 32-channel one, see docs/engine.md) and tf32 (one MMA,
+    10-bit mantissas). Neither is the default (FFMA, the 1e-6 test above)."""
+    if device.type != "cuda":
+        pytest.skip("a CUDA kernel switch")
+    monkeypatch.setenv("NAQS_PIXELCNN_MATH", math_mode)
+    lx, ly = 4, 4
+    model = _model(lx, ly, 4, 16, torch.float32, device, None, scale=1e-2)
+    model64 = _model(lx, ly, 4, 16, torch.float64, device, None, scale=1e-2)
+    model64.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
+    ham = TransverseFieldIsing(square(lx, ly), gamma=1.0)
+    spins, log_psi = exact_sample(model, 64, uniforms=_uniforms(64, lx * ly, device))
+    e_kernel = local_energy(model, ham, spins, log_psi=log_psi)
+    e_ref = local_energy(model64, ham, spins, use_kernel=False)
+    rel = ((e_kernel - e_ref).abs() / e_ref.abs().clamp_min(1e-12)).max().item()
+    assert rel < tol, rel
+    # a wider network through the same switch: samples and connected log psi
+    model = _model(4, 4, 3, 32, torch.float32, device, 0)
+    u = _uniforms(48, 16, device)
+    s_ref, lp_ref = model.sample_reference(48, uniforms=u)
+    s_k, lp_k = ops.pixelcnn_sample(model, u)
+    same = (s_k == s_ref).all(1)
+    assert (~same).float().mean() <= (0.02 if math_mode == "3xtf32" else 0.25)
+    torch.testing.assert_close(lp_k[same], lp_ref[same].to(torch.complex128), atol=1e2 * tol, rtol=0)
+
+
 def test_local_energy_kernel_path_used(device):
     model = _model(3, 3, 2, 4, torch.float64, device)
     ham = TransverseFieldIsing(square(3, 3), gamma=0.7)

@@ -6,6 +6,7 @@
 
 #include <torch/extension.h>
 
+#include <cstdlib>
 #include <optional>
 #include <string>
 #include <vector>
@@ -132,12 +133,18 @@ void run_walk(const Net& net, const WalkArgs<T>& args) {
 #ifdef NAQS_WITH_CUDA
   NAQS_CHECK_VALUE(net.device.is_cuda(), "unsupported device ", net.device);
   c10::cuda::CUDAGuard guard(net.device);
+  // NAQS_PIXELCNN_CUDA_KERNEL=legacy: the first kernel, for side-by-side benchmarks.
+  const char* kernel_env = std::getenv("NAQS_PIXELCNN_CUDA_KERNEL");
+  const bool legacy = kernel_env && std::string(kernel_env) == "legacy";
   cuda::Plan plan;
-  cudaError_t err = cuda::plan<T>(net.dims, args.n_jobs, &plan);
+  cudaError_t err = legacy ? cuda::legacy::plan<T>(net.dims, args.n_jobs, &plan)
+                           : cuda::plan<T>(net.dims, args.n_jobs, &plan);
   NAQS_CHECK_VALUE(err == cudaSuccess, "naqs pixelcnn CUDA walk: no launch configuration fits this network (",
                     net.dims.channels, " channels, ", net.dims.lx, "x", net.dims.ly, "): ", cudaGetErrorString(err));
   auto scratch = at::empty({int64_t(plan.scratch_bytes)}, at::TensorOptions().dtype(at::kByte).device(net.device));
-  err = cuda::walk<T>(net.dims, weights, args, plan, scratch.data_ptr(), at::cuda::getCurrentCUDAStream().stream());
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
+  err = legacy ? cuda::legacy::walk<T>(net.dims, weights, args, plan, scratch.data_ptr(), stream)
+               : cuda::walk<T>(net.dims, weights, args, plan, scratch.data_ptr(), stream);
   NAQS_CHECK(err == cudaSuccess, "naqs pixelcnn CUDA walk (mode ", args.mode, ") failed: ", cudaGetErrorString(err));
 #else
   NAQS_CHECK_VALUE(false, "naqs._C was built without CUDA; tensors on ", net.device, " are not supported");

@@ -1,21 +1,39 @@
 // CUDA row-cached PixelCNN walker (see ../walker.h for the algorithm).
 //
-// Persistent kernel: each CTA (256 threads) owns a tile of `tile` jobs (samples or
-// connections) at a time and walks all sites and blocks for them with only
-// __syncthreads() between layers: jobs are independent, so no grid-wide sync. Per site
-// and block the work is one [tile x K] x [K x C] product (K = 9 * (Cin_h)): the 3x3
-// causal window of every job is gathered into shared memory, each thread accumulates a
-// 4 (jobs) x 4 (output channels) register tile over a slice of K in FP32/FP64 FFMA,
-// the K slices are reduced through shared memory, then bias, ReLU and the residual.
-// The vertical branch runs once per finished row, position by position, with the same
-// routine. Row rings (3 rows of h and v per block per job) live in global memory
-// (scratch), weights are read through the read-only cache (L2 resident).
+// Persistent kernel: each CTA (512 threads for float, 256 for double) owns a tile of
+// `tile` jobs (samples or connections) at a time and walks them with only
+// __syncthreads() between layers: jobs are independent, so no grid-wide sync. All the
+// network work is done by one routine, a *pass*: layer l of one branch (horizontal or
+// vertical) at row y for the positions x in [xb, xe) of every job of the tile. Its
+// (job, position) pairs are cut into chunks of `rows` pairs; per chunk
+//   1. the 3x3 causal windows of the chunk ([rows][K]) are copied into shared memory
+//      with cp.async (16-byte copies where aligned, all in flight at once, zero-fill
+//      outside the lattice); the layer's weights ([K][C4]) were copied once per pass,
+//      started during the previous pass's last chunk;
+//   2. [rows x K] x [K x C]: FP32/FP64 FFMA by default, each thread a 4 (rows) x 4
+//      (channels) register tile over a K slice; NAQS_PIXELCNN_MATH=3xtf32 | tf32 uses
+//      m16n8k8 TF32 tensor-core MMAs instead (float networks, 8 | C <= 32); the K
+//      slices are reduced through shared memory;
+//   3. bias, ReLU, residual; the result goes to the row ring (or the storage).
+// Which passes a walk runs:
+//   kSample: site by site (the draw at site i needs every layer at site i): one
+//     horizontal pass per block with a single position; at the end of each row the
+//     vertical branch of every block as one pass over the whole row.
+//   kForward, kConnected: the spins are given, so nothing is sequential within a row:
+//     per row and block one horizontal and one vertical pass over the whole row (rows
+//     = tile x Lx pairs), then the conditionals of the row's sites. Same FLOPs as the
+//     site walk, ~Lx times fewer dependent steps.
+// Row rings (3 rows of h and v per block per job) live in global memory (scratch).
+// NAQS_PIXELCNN_PROFILE=1 prints per-phase clock64 counters of every walk (stderr).
 // Includes only the CUDA runtime.
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <string>
+#include <vector>
 
 #include "../conditional.h"
 #include "walker_cuda.h"
@@ -25,7 +43,9 @@ namespace pixelcnn {
 namespace cuda {
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kMaxRows = 32;   // rows of one product chunk
+constexpr int kOutChunk = 16;  // sites per chunk of the row output phase
+constexpr int kMaxSplit = 16;  // K-split groups of a product
 
 template <typename T>
 struct Member {
@@ -46,36 +66,71 @@ struct Vec4 {
   T v[4];
 };
 
-__device__ __forceinline__ Vec4<float> load4(const float* p) {
+__device__ __forceinline__ Vec4<float> load4_ro(const float* p) {
   const float4 q = __ldg(reinterpret_cast<const float4*>(p));
   return Vec4<float>{{q.x, q.y, q.z, q.w}};
 }
-__device__ __forceinline__ Vec4<double> load4(const double* p) {
+__device__ __forceinline__ Vec4<double> load4_ro(const double* p) {
   const double2 a = __ldg(reinterpret_cast<const double2*>(p));
   const double2 b = __ldg(reinterpret_cast<const double2*>(p) + 1);
   return Vec4<double>{{a.x, a.y, b.x, b.y}};
 }
-
-__device__ __forceinline__ Vec4<float> load4_plain(const float* p) {
+__device__ __forceinline__ Vec4<float> load4_sh(const float* p) {
   const float4 q = *reinterpret_cast<const float4*>(p);
   return Vec4<float>{{q.x, q.y, q.z, q.w}};
 }
-__device__ __forceinline__ Vec4<double> load4_plain(const double* p) {
+__device__ __forceinline__ Vec4<double> load4_sh(const double* p) {
   const double2 a = reinterpret_cast<const double2*>(p)[0];
   const double2 b = reinterpret_cast<const double2*>(p)[1];
   return Vec4<double>{{a.x, a.y, b.x, b.y}};
 }
 
+// cp.async global -> shared of 4, 8 or 16 bytes; src == nullptr writes zeros.
+template <int kBytes>
+__device__ __forceinline__ void cp_async(void* dst, const void* src, const void* dummy) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  const int n = src ? kBytes : 0;
+  const void* s = src ? src : dummy;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(d), "l"(s), "n"(kBytes), "r"(n) : "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+// Tensor-core math (float networks only, NAQS_PIXELCNN_MATH): round to TF32, and one
+// m16n8k8 TF32 MMA with FP32 accumulation (D += A B).
+__device__ __forceinline__ unsigned to_tf32(float x) {
+  unsigned r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+  return r;
+}
+__device__ __forceinline__ void mma_tf32(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+enum Math : int { kFFMA = 0, k3xTF32 = 1, kTF32 = 2 };
+
 template <typename T>
 struct Ctx {
   Dims d;
   Weights<T> w;
-  int tile, ks, xs_stride, start;
-  T* xs;          // [tile][xs_stride]   gathered windows
-  T* red;         // [ks][tile][C4]       partial sums
-  T* hcur;        // [tile][C]            h_{L-1} at the current site
-  T* wsm;         // [Kmax][C4]           this layer's weights (null: read them from global)
+  int tile, rows, S, WS, start, pipeline, math;
+  T* xs;           // [rows][S]            gathered windows of one chunk
+  T* red;          // [ks][rows4][C4]      partial sums of the K slices
+  T* hcur;         // [tile][C]            h_{L-1} at the current site (kSample)
+  T* wsm;          // [Kmax][WS]           the pass's weights (null: read them from global)
+  T* raw;          // [tile][kOutChunk][4] raw outputs of a chunk of a row (row walk)
   Member<T>* mem;  // [tile]
+  long long* prof;  // NAQS_PIXELCNN_PROFILE=1: this CTA's clock64 counters (thread 0), else null
+
+  __device__ void tick(int slot, long long& t0) const {
+    if (prof && threadIdx.x == 0) {
+      const long long t1 = clock64();
+      prof[slot] += t1 - t0;
+      t0 = t1;
+    }
+  }
 
   __device__ const T* h_at(const Member<T>& m, int l, int r, int x) const {
     if (m.hp && r * d.lx + x < start) return m.hp + ((int64_t(l) * d.ly + r) * d.lx + x) * d.channels;
@@ -86,128 +141,83 @@ struct Ctx {
     return m.vw + ((int64_t(l) * m.R + r % m.R) * d.lx + x) * d.channels;
   }
 
-  // Window of block l's horizontal branch at (y, x) for every job: [h_{l-1}, down(v_l)]
-  // at rows y-2..y, cols x-2..x; k = tap * Cin + c.
-  __device__ void gather_h(int l, int y, int x) const {
-    const int C = d.channels, cprev = l == 0 ? 1 : C, cin = cprev + C;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
-    if (C <= 32) {  // one channel per lane; 4 (job, tap) pairs per warp in flight
-      for (int p0 = warp; p0 < tile * 9; p0 += 4 * nwarps) {
-        T hv[4], vv[4];
-#pragma unroll
-        for (int u = 0; u < 4; ++u) {
-          const int p = p0 + u * nwarps;
-          hv[u] = vv[u] = T(0);
-          if (p < tile * 9) {
-            const int j = p / 9, tap = p - 9 * j;
-            const int yy = y - 2 + tap / 3, xx = x - 2 + tap % 3;
-            const bool in = yy >= 0 && xx >= 0;
-            const Member<T>& m = mem[j];
-            if (in) {
-              if (l == 0) {
-                if (lane == 0 && tap != 8) hv[u] = T(m.s[yy * d.lx + xx]);
-              } else if (lane < C) {
-                hv[u] = h_at(m, l - 1, yy, xx)[lane];
-              }
-              if (yy >= 1 && lane < C) vv[u] = v_at(m, l, yy - 1, xx)[lane];
-            }
-          }
-        }
-#pragma unroll
-        for (int u = 0; u < 4; ++u) {
-          const int p = p0 + u * nwarps;
-          if (p < tile * 9) {
-            const int j = p / 9, tap = p - 9 * j;
-            T* dst = xs + j * xs_stride + tap * cin;
-            if (lane < cprev) dst[lane] = hv[u];
-            if (lane < C) dst[cprev + lane] = vv[u];
-          }
-        }
-      }
-      return;
-    }
-    for (int p = warp; p < tile * 9; p += nwarps) {
-      const int j = p / 9, tap = p - 9 * (p / 9);
-      const int yy = y - 2 + tap / 3, xx = x - 2 + tap % 3;
-      const bool in = yy >= 0 && xx >= 0;
+  // Windows of the pairs p0 .. p0+nr-1 (pair p: job p / nx, position xb + p % nx) into
+  // xs rows 0..nr-1; k = tap * cin + c. Horizontal branch of block l at (y, x):
+  // [h_{l-1} (spin for l = 0, causal tap 8 masked), down(v_l)] at rows y-2..y, cols
+  // x-2..x. Vertical branch: v_{l-1} (spin for l = 0) at rows y-2..y, cols x-1..x+1.
+  // Issues cp.async copies (and plain stores for spins); the caller waits.
+  __device__ void gather(bool is_h, int l, int y, int xb, int nx, int p0, int nr, T* xs) const {
+    const int C = d.channels;
+    const int cprev = l == 0 ? 1 : C, cin = is_h ? cprev + C : cprev;
+    constexpr int VE = 16 / int(sizeof(T));
+    const bool vec = l > 0 && C % VE == 0;  // then cprev, C, cin, S are multiples of VE
+    const int ue = vec ? VE : 1;
+    const int upt = cin / ue;  // copy units per (pair, tap)
+    const int total = nr * 9 * upt;
+    for (int e = threadIdx.x; e < total; e += blockDim.x) {
+      const int pt = e / upt, c = (e - pt * upt) * ue;
+      const int r = pt / 9, tap = pt - 9 * r;
+      const int p = p0 + r, j = p / nx, x = xb + (p - j * nx);
       const Member<T>& m = mem[j];
-      T* dst = xs + j * xs_stride + tap * cin;
-      if (l == 0) {
-        if (lane == 0) dst[0] = (in && tap != 8) ? T(m.s[yy * d.lx + xx]) : T(0);
-      } else {
-        const T* src = in ? h_at(m, l - 1, yy, xx) : nullptr;
-        for (int c = lane; c < C; c += 32) dst[c] = src ? src[c] : T(0);
-      }
-      const T* vsrc = (in && yy >= 1) ? v_at(m, l, yy - 1, xx) : nullptr;
-      for (int c = lane; c < C; c += 32) dst[cprev + c] = vsrc ? vsrc[c] : T(0);
-    }
-  }
-
-  // Window of block l's vertical branch at (y, x): v_{l-1} at rows y-2..y, cols x-1..x+1.
-  __device__ void gather_v(int l, int y, int x) const {
-    const int C = d.channels, cin = l == 0 ? 1 : C;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
-    if (C <= 32) {
-      for (int p0 = warp; p0 < tile * 9; p0 += 4 * nwarps) {
-        T vv[4];
-#pragma unroll
-        for (int u = 0; u < 4; ++u) {
-          const int p = p0 + u * nwarps;
-          vv[u] = T(0);
-          if (p < tile * 9) {
-            const int j = p / 9, tap = p - 9 * j;
-            const int yy = y - 2 + tap / 3, xx = x - 1 + tap % 3;
-            const bool in = yy >= 0 && xx >= 0 && xx < d.lx;
-            const Member<T>& m = mem[j];
-            if (in) {
-              if (l == 0) {
-                if (lane == 0) vv[u] = T(m.s[yy * d.lx + xx]);
-              } else if (lane < C) {
-                vv[u] = v_at(m, l - 1, yy, xx)[lane];
-              }
-            }
+      T* dst = xs + r * S + tap * cin + c;
+      const T* src = nullptr;
+      int spin_at = -1;
+      const int yy = y - 2 + tap / 3;
+      if (is_h) {
+        const int xx = x - 2 + tap % 3;
+        const bool in = yy >= 0 && xx >= 0;
+        if (c < cprev) {
+          if (l == 0) {
+            if (in && tap != 8) spin_at = yy * d.lx + xx;
+          } else if (in) {
+            src = h_at(m, l - 1, yy, xx) + c;
           }
+        } else if (in && yy >= 1) {
+          src = v_at(m, l, yy - 1, xx) + (c - cprev);
         }
-#pragma unroll
-        for (int u = 0; u < 4; ++u) {
-          const int p = p0 + u * nwarps;
-          if (p < tile * 9 && lane < cin) {
-            const int j = p / 9, tap = p - 9 * j;
-            xs[j * xs_stride + tap * cin + lane] = vv[u];
-          }
+      } else {
+        const int xx = x - 1 + tap % 3;
+        const bool in = yy >= 0 && xx >= 0 && xx < d.lx;
+        if (in) {
+          if (l == 0) spin_at = yy * d.lx + xx;
+          else src = v_at(m, l - 1, yy, xx) + c;
         }
       }
-      return;
-    }
-    for (int p = warp; p < tile * 9; p += nwarps) {
-      const int j = p / 9, tap = p - 9 * (p / 9);
-      const int yy = y - 2 + tap / 3, xx = x - 1 + tap % 3;
-      const bool in = yy >= 0 && xx >= 0 && xx < d.lx;
-      const Member<T>& m = mem[j];
-      T* dst = xs + j * xs_stride + tap * cin;
-      if (l == 0) {
-        if (lane == 0) dst[0] = in ? T(m.s[yy * d.lx + xx]) : T(0);
+      if (spin_at >= 0) {
+        *dst = T(m.s[spin_at]);
+      } else if (vec) {
+        cp_async<16>(dst, src, w.bo);
       } else {
-        const T* src = in ? v_at(m, l - 1, yy, xx) : nullptr;
-        for (int c = lane; c < C; c += 32) dst[c] = src ? src[c] : T(0);
+        cp_async<int(sizeof(T))>(dst, src, w.bo);
       }
     }
   }
 
-  // Copies K x C4 weights to shared memory with 16-byte loads, several in flight.
+  // K x C4 weights into shared memory (row stride WS), 16-byte cp.async copies.
   __device__ void stage_weights(int K, const T* __restrict__ W) const {
-    if (!wsm) return;
-    const int n16 = K * d.c4 * int(sizeof(T)) / 16;
-    const int4* src = reinterpret_cast<const int4*>(W);
-    int4* dst = reinterpret_cast<int4*>(wsm);
-#pragma unroll 8
-    for (int e = threadIdx.x; e < n16; e += blockDim.x) dst[e] = __ldg(src + e);
+    constexpr int VE = 16 / int(sizeof(T));
+    const int per_row = d.c4 / VE;  // C4 is a multiple of 4
+    const int n16 = K * per_row;
+    for (int e = threadIdx.x; e < n16; e += blockDim.x) {
+      const int k = e / per_row, c = (e - k * per_row) * VE;
+      cp_async<16>(wsm + k * WS + c, W + k * d.c4 + c, w.bo);
+    }
+  }
+
+  // K split of a product of rows4 rows: ks groups of ntile thread tiles.
+  __device__ static void split(int rows4, int C4, int& ntile, int& ks) {
+    ntile = (C4 / 4) * (rows4 / 4);
+    ks = int(blockDim.x) / ntile;
+    ks = ks < 1 ? 1 : (ks > kMaxSplit ? kMaxSplit : ks);
   }
 
   // red[kg] = xs[:, K slice kg] @ W[K slice kg, :]; W is [K][C4].
-  __device__ void product(int K, const T* __restrict__ W) const {
-    const int C4 = d.c4;
-    const int ntile = (C4 / 4) * (tile / 4);
+  template <bool kShared>
+  __device__ void product(int K, const T* __restrict__ W, int rows4, const T* xs) const {
+    const int C4 = d.c4, ng = C4 / 4;
+    const int ws = kShared ? WS : C4;  // row stride of W
+    int ntile, ks;
+    split(rows4, C4, ntile, ks);
     const int t = threadIdx.x;
     int kg, r0, rstep;
     if (ks > 1) {
@@ -219,118 +229,297 @@ struct Ctx {
       r0 = t;
       rstep = blockDim.x;
     }
-    const int kper = (K + ks - 1) / ks;
+    const int kper = ((K + ks - 1) / ks + 3) & ~3;  // slices start at multiples of 4
     const int k0 = kg * kper, k1 = min(K, k0 + kper);
-    if (wsm) {
-      product_impl<true>(K, wsm, kg, r0, rstep, k0, k1, ntile);
-    } else {
-      product_impl<false>(K, W, kg, r0, rstep, k0, k1, ntile);
-    }
-  }
-
-  template <bool kShared>
-  __device__ void product_impl(int K, const T* __restrict__ W, int kg, int r0, int rstep, int k0, int k1,
-                               int ntile) const {
-    const int C4 = d.c4;
+    const int k4 = k1 > k0 ? k0 + ((k1 - k0) & ~3) : k0;
     for (int r = r0; r < ntile; r += rstep) {
-      const int og = r % (C4 / 4), bg = r / (C4 / 4);
+      const int og = r % ng, bg = r / ng;
       T acc[4][4];
 #pragma unroll
       for (int i = 0; i < 4; ++i)
 #pragma unroll
         for (int q = 0; q < 4; ++q) acc[i][q] = T(0);
-      const T* x0 = xs + (bg * 4) * xs_stride;
+      const T* x0 = xs + (bg * 4) * S;
       const T* wp = W + og * 4;
-#pragma unroll 4
-      for (int k = k0; k < k1; ++k) {
-        const Vec4<T> wv = kShared ? load4_plain(wp + k * C4) : load4(wp + int64_t(k) * C4);
-        T xv[4];
+      int k = k0;
+#pragma unroll 1
+      for (; k < k4; k += 4) {
+        Vec4<T> xv[4];
 #pragma unroll
-        for (int i = 0; i < 4; ++i) xv[i] = x0[i * xs_stride + k];
+        for (int i = 0; i < 4; ++i) xv[i] = load4_sh(x0 + i * S + k);
 #pragma unroll
-        for (int i = 0; i < 4; ++i)
+        for (int kk = 0; kk < 4; ++kk) {
+          const Vec4<T> wv = kShared ? load4_sh(wp + (k + kk) * ws) : load4_ro(wp + int64_t(k + kk) * ws);
 #pragma unroll
-          for (int q = 0; q < 4; ++q) acc[i][q] += xv[i] * wv.v[q];
+          for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int q = 0; q < 4; ++q) acc[i][q] += xv[i].v[kk] * wv.v[q];
+        }
+      }
+      for (; k < k1; ++k) {
+        const Vec4<T> wv = kShared ? load4_sh(wp + k * ws) : load4_ro(wp + int64_t(k) * ws);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const T xk = x0[i * S + k];
+#pragma unroll
+          for (int q = 0; q < 4; ++q) acc[i][q] += xk * wv.v[q];
+        }
       }
 #pragma unroll
-      for (int i = 0; i < 4; ++i)
+      for (int i = 0; i < 4; ++i) {
+        T* dst = red + (kg * rows4 + bg * 4 + i) * C4 + og * 4;
 #pragma unroll
-        for (int q = 0; q < 4; ++q) red[(kg * tile + bg * 4 + i) * C4 + og * 4 + q] = acc[i][q];
+        for (int q = 0; q < 4; ++q) dst[q] = acc[i][q];
+      }
     }
   }
 
-  // out = relu(sum of partials + bias) (+ residual from the window at tap `res_tap`).
-  __device__ void finish(int K_cin, int res_tap, bool residual, const T* __restrict__ bias, bool is_h, int l, int y,
-                         int x, bool keep) const {
+  // Tensor-core product (float, weights in shared memory, C % 8 == 0, C <= 32):
+  // m16n8k8 TF32 MMAs, warp w takes m-tile w % MT (16 rows each, MT = 1 or 2) and the
+  // k-steps of group w / MT; red[kg][16 MT][C4] as for the FFMA product. kMath:
+  // k3xTF32 splits both operands into a TF32 high part and a TF32 remainder and sums
+  // lo*hi + hi*lo + hi*hi (about FP32 accuracy); kTF32 is one MMA (10-bit mantissas).
+  template <int kMath>
+  __device__ void product_mma(int K, int nr, const float* xs, int& ks, int& rstride) const {
+    const int C4 = d.c4, NT = C4 / 8;
+    const int MT = nr > 16 ? 2 : 1, KG = int(blockDim.x >> 5) / MT;
+    ks = KG;
+    rstride = 16 * MT;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tig = lane & 3;
+    const int mt = warp % MT, kg = warp / MT;
+    const int KS = (K + 7) / 8, kper = (KS + KG - 1) / KG;
+    const int s0 = kg * kper, s1 = min(KS, s0 + kper);
+    float acc[4][4];
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) acc[nt][q] = 0.f;
+    const float* xa = xs + (mt * 16 + g) * S + tig;  // rows g and g + 8 of the m-tile
+    const float* xb8 = xa + 8 * S;
+    const float* wb = reinterpret_cast<const float*>(wsm) + tig * WS + g;
+    for (int st = s0; st < s1; ++st) {
+      const int k = st * 8;
+      const bool full = k + 8 <= K;
+      const bool v0 = full || k + tig < K, v1 = full || k + tig + 4 < K;
+      float af[4];
+      af[0] = v0 ? xa[k] : 0.f;
+      af[1] = v0 ? xb8[k] : 0.f;
+      af[2] = v1 ? xa[k + 4] : 0.f;
+      af[3] = v1 ? xb8[k + 4] : 0.f;
+      unsigned ah[4], al[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        ah[i] = to_tf32(af[i]);
+        al[i] = kMath == k3xTF32 ? to_tf32(af[i] - __uint_as_float(ah[i])) : 0u;
+      }
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        if (nt < NT) {
+          const float b0 = v0 ? wb[k * WS + nt * 8] : 0.f;
+          const float b1 = v1 ? wb[(k + 4) * WS + nt * 8] : 0.f;
+          const unsigned bh[2] = {to_tf32(b0), to_tf32(b1)};
+          if (kMath == k3xTF32) {
+            const unsigned bl[2] = {to_tf32(b0 - __uint_as_float(bh[0])), to_tf32(b1 - __uint_as_float(bh[1]))};
+            mma_tf32(acc[nt], al, bh);
+            mma_tf32(acc[nt], ah, bl);
+          }
+          mma_tf32(acc[nt], ah, bh);
+        }
+      }
+    }
+    float* base = reinterpret_cast<float*>(red) + (kg * rstride + mt * 16 + g) * C4 + 2 * tig;
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt) {
+      if (nt < NT) {
+        base[nt * 8] = acc[nt][0];
+        base[nt * 8 + 1] = acc[nt][1];
+        base[8 * C4 + nt * 8] = acc[nt][2];
+        base[8 * C4 + nt * 8 + 1] = acc[nt][3];
+      }
+    }
+  }
+
+  // Layer l of one branch at row y, positions [xb, xe), every job of the tile.
+  // keep: also copy the result to hcur (single-position horizontal pass of kSample).
+  __device__ const T* layer_weights(bool is_h, int l, int& K) const {
     const int C = d.channels, C4 = d.c4;
-    for (int e = threadIdx.x; e < tile * C; e += blockDim.x) {
-      const int j = e / C, o = e - j * C;
-      T z = T(0);
-      for (int kg = 0; kg < ks; ++kg) z += red[(kg * tile + j) * C4 + o];
-      z += bias[o];
-      z = z > T(0) ? z : T(0);
-      if (residual) z += xs[j * xs_stride + res_tap * K_cin + o];
-      const Member<T>& m = mem[j];
-      T* base = is_h ? m.hw : m.vw;
-      base[((int64_t(l) * m.R + y % m.R) * d.lx + x) * C + o] = z;
-      if (keep) hcur[j * C + o] = z;
+    K = 9 * ((l == 0 ? 1 : C) + (is_h ? C : 0));
+    return is_h ? (l == 0 ? w.wh0 : w.wh + int64_t(l - 1) * 18 * C * C4)
+                : (l == 0 ? w.wv0 : w.wv + int64_t(l - 1) * 9 * C * C4);
+  }
+
+  // ready: this pass's weights were already copied to wsm by the previous pass;
+  // next_l >= 0: after the last product, start copying the weights of the next pass
+  // (next_h, next_l) into wsm, waited for by the next pass together with its windows.
+  __device__ void pass(bool is_h, int l, int y, int xb, int xe, bool keep, bool ready = false, bool next_h = true,
+                       int next_l = -1) const {
+    const int C = d.channels, C4 = d.c4;
+    const int cprev = l == 0 ? 1 : C, cin = is_h ? cprev + C : cprev;
+    int K;
+    const T* W = layer_weights(is_h, l, K);
+    const T* bias = (is_h ? w.bh : w.bv) + int64_t(l) * C;
+    const int res_tap = is_h ? 8 : 7;  // (y, x) itself in the window
+    const int nx = xe - xb, npairs = tile * nx;
+    long long t0 = prof && threadIdx.x == 0 ? clock64() : 0;
+    // Several chunks: two buffers of rows / 2 rows, the next chunk's windows copied
+    // while this one is multiplied. One chunk (the single-position pass of kSample):
+    // all rows.
+    const bool pipe = pipeline && npairs > rows && rows >= 8;
+    const int cr = pipe ? rows / 2 : rows;
+    if (wsm && !ready) stage_weights(K, W);
+    gather(is_h, l, y, xb, nx, 0, min(cr, npairs), xs);
+    cp_async_wait_all();
+    __syncthreads();
+    tick(0, t0);
+    for (int c = 0, p0 = 0; p0 < npairs; ++c, p0 += cr) {
+      const int nr = min(cr, npairs - p0), rows4 = (nr + 3) & ~3;
+      const int pn = p0 + cr;
+      T* xc = xs + (pipe && (c & 1) ? size_t(cr) * S : 0);
+      if (pipe && pn < npairs) gather(is_h, l, y, xb, nx, pn, min(cr, npairs - pn), xs + (c & 1 ? 0 : size_t(cr) * S));
+      int ks, rstride = rows4;
+      if constexpr (sizeof(T) == 4) {
+        if (math != kFFMA && wsm) {
+          if (math == k3xTF32) {
+            product_mma<k3xTF32>(K, nr, xc, ks, rstride);
+          } else {
+            product_mma<kTF32>(K, nr, xc, ks, rstride);
+          }
+        }
+      }
+      if (math == kFFMA || !wsm || sizeof(T) != 4) {
+        int ntile;
+        split(rows4, C4, ntile, ks);
+        rstride = rows4;
+        if (wsm) {
+          product<true>(K, wsm, rows4, xc);
+        } else {
+          product<false>(K, W, rows4, xc);
+        }
+      }
+      __syncthreads();
+      tick(1, t0);
+      const bool last = pn >= npairs;
+      if (last && wsm && next_l >= 0) {
+        int Kn;
+        const T* Wn = layer_weights(next_h, next_l, Kn);
+        stage_weights(Kn, Wn);
+      }
+      for (int e = threadIdx.x; e < nr * C; e += blockDim.x) {
+        const int r = e / C, o = e - r * C;
+        T z = T(0);
+        for (int kg = 0; kg < ks; ++kg) z += red[(kg * rstride + r) * C4 + o];
+        z += bias[o];
+        z = z > T(0) ? z : T(0);
+        if (l > 0) z += xc[r * S + res_tap * cin + o];
+        const int p = p0 + r, j = p / nx, x = xb + (p - j * nx);
+        const Member<T>& m = mem[j];
+        T* base = is_h ? m.hw : m.vw;
+        base[((int64_t(l) * m.R + y % m.R) * d.lx + x) * C + o] = z;
+        if (keep) hcur[j * C + o] = z;
+      }
+      if (!pipe && pn < npairs) {
+        __syncthreads();
+        gather(is_h, l, y, xb, nx, pn, min(cr, npairs - pn), xs);
+      }
+      if (!last) cp_async_wait_all();
+      __syncthreads();
+      tick(2, t0);
+      if (prof && threadIdx.x == 0) prof[5] += 1;
     }
   }
 
-  __device__ void h_site(int l, int y, int x) const {
-    const int C = d.channels, cin = (l == 0 ? 1 : C) + C;
-    const T* W = l == 0 ? w.wh0 : w.wh + int64_t(l - 1) * 9 * cin * d.c4;
-    stage_weights(9 * cin, W);
-    gather_h(l, y, x);
-    __syncthreads();
-    product(9 * cin, W);
-    __syncthreads();
-    finish(cin, 8, l > 0, w.bh + int64_t(l) * C, true, l, y, x, l == d.blocks - 1);
-    __syncthreads();
+  // The conditional of site i for member m from its raw outputs; returns nothing,
+  // updates m (and the spins / prefix sums).
+  __device__ void site_out(Member<T>& m, const WalkArgs<T>& a, int i, const T* raw) const {
+    const int N = d.n_sites;
+    bool ad, au;
+    sector_allow(d.target_up, m.ups, N, i, ad, au);
+    bool up;
+    if (a.mode == kSample) {
+      up = draw_up<T>(raw[0], raw[1], ad, au, m.u[i]);
+      if (m.valid) m.s_w[i] = up ? 1 : -1;
+    } else {
+      up = m.s[i] > 0;
+    }
+    m.ups += up;
+    if (a.mode != kConnected || i >= m.k) {
+      m.re += log_abs_cond(double(raw[0]), double(raw[1]), ad, au, up);
+      m.im += double(up ? raw[3] : raw[2]);
+    }
+    if (a.mode == kForward && a.prefix && m.valid) {
+      double* P = a.prefix + m.b * 2 * (N + 1);
+      P[2 * (i + 1)] = m.re;
+      P[2 * (i + 1) + 1] = m.im;
+    }
   }
 
-  __device__ void v_site(int l, int y, int x) const {
-    const int C = d.channels, cin = l == 0 ? 1 : C;
-    const T* W = l == 0 ? w.wv0 : w.wv + int64_t(l - 1) * 9 * C * d.c4;
-    stage_weights(9 * cin, W);
-    gather_v(l, y, x);
-    __syncthreads();
-    product(9 * cin, W);
-    __syncthreads();
-    finish(cin, 7, l > 0, w.bv + int64_t(l) * C, false, l, y, x, false);
-    __syncthreads();
+  // Row walk: the conditionals of sites (y, xb..Lx-1) of every job from h_{L-1}.
+  __device__ void row_out(Member<T>* mems, const WalkArgs<T>& a, int y, int xb) const {
+    const int C = d.channels, L = d.blocks;
+    for (int xc = xb; xc < d.lx; xc += kOutChunk) {
+      const int nxc = min(kOutChunk, d.lx - xc);
+      for (int e = threadIdx.x; e < tile * nxc * 4; e += blockDim.x) {
+        const int q = e & 3, jx = e >> 2, j = jx / nxc, xi = jx - j * nxc;
+        const T* hl = h_at(mems[j], L - 1, y, xc + xi);
+        T z = w.bo[q];
+        for (int c = 0; c < C; ++c) z += w.wo[c * 4 + q] * hl[c];
+        raw[(j * kOutChunk + xi) * 4 + q] = z;
+      }
+      __syncthreads();
+      if (threadIdx.x < tile) {
+        Member<T>& m = mems[threadIdx.x];
+        for (int xi = 0; xi < nxc; ++xi)
+          site_out(m, a, y * d.lx + xc + xi, raw + (threadIdx.x * kOutChunk + xi) * 4);
+      }
+      __syncthreads();
+    }
   }
 };
 
-template <typename T>
-__global__ void __launch_bounds__(kThreads) walk_kernel(Dims d,            // lattice and network sizes
+template <typename T, int kThr>
+__global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d,            // lattice and network sizes
                                                         Weights<T> w,      // kernel layout, see walker.h
                                                         WalkArgs<T> a,     // inputs/outputs of the mode
-                                                        int tile, int ks, int xs_stride, int w_shared,
-                                                        T* __restrict__ ring,        // [grid][tile][2][L][3][Lx][C]
-                                                        int8_t* __restrict__ confs)  // [grid][tile][N]
+                                                        int tile, int rows, int xs_stride, int w_shared,
+                                                        int pipeline, int math,
+                                                        T* __restrict__ ring,         // [grid][tile][2][L][3][Lx][C]
+                                                        int8_t* __restrict__ confs,   // [grid][tile][N]
+                                                        long long* __restrict__ prof)  // [grid][8] or null
 {
+  const long long t_begin = clock64();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int C = d.channels, N = d.n_sites, L = d.blocks;
+  const int kmax = max(18 * C, 9 * (1 + C));
   Ctx<T> cx;
   cx.d = d;
   cx.w = w;
   cx.tile = tile;
-  cx.ks = ks;
-  cx.xs_stride = xs_stride;
+  cx.rows = rows;
+  cx.pipeline = pipeline;
+  cx.WS = d.c4 + 8;  // padded: conflict-free B fragments of the MMA path
+  // tensor-core products need the weights in shared memory and 8 | C <= 32
+  cx.math = (sizeof(T) == 4 && w_shared && C % 8 == 0 && C <= 32) ? math : int(kFFMA);
+  cx.S = xs_stride;
   cx.xs = reinterpret_cast<T*>(smem_raw);
-  cx.red = cx.xs + size_t(tile) * xs_stride;
-  cx.hcur = cx.red + size_t(ks) * d.c4 * tile;
-  size_t off = (reinterpret_cast<size_t>(cx.hcur + size_t(tile) * C) + 15) & ~size_t(15);
+  cx.red = cx.xs + size_t(rows) * xs_stride;
+  cx.hcur = cx.red + size_t(max(kThr * 16, rows * d.c4));
+  cx.raw = cx.hcur + size_t(tile) * C;
+  // byte offsets from smem_raw (pointers derived from it stay shared-space loads)
+  size_t off = (size_t(reinterpret_cast<unsigned char*>(cx.raw + size_t(tile) * kOutChunk * 4) - smem_raw) + 15) &
+               ~size_t(15);
   cx.wsm = nullptr;
   if (w_shared) {
-    cx.wsm = reinterpret_cast<T*>(off);
-    off += size_t(18) * C * d.c4 * sizeof(T);  // largest K = 9 * 2C
+    cx.wsm = reinterpret_cast<T*>(smem_raw + off);
+    off += size_t(kmax) * (d.c4 + 8) * sizeof(T);
   }
-  cx.mem = reinterpret_cast<Member<T>*>(off);
+  cx.mem = reinterpret_cast<Member<T>*>(smem_raw + off);
+  cx.prof = prof ? prof + 8 * blockIdx.x : nullptr;
   const int64_t ring_job = int64_t(L) * 3 * d.lx * C;  // one branch of one job
   const int64_t store_job = int64_t(L) * d.ly * d.lx * C;
   const int64_t n_tiles = (a.n_jobs + tile - 1) / tile;
+
+  // The product reads whole 4-k groups of xs rows: keep the padding finite (zeros).
+  for (int e = threadIdx.x; e < rows * xs_stride; e += blockDim.x) cx.xs[e] = T(0);
 
   for (int64_t t = blockIdx.x; t < n_tiles; t += gridDim.x) {
     // ---- tile setup: one thread per job
@@ -402,44 +591,52 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(Dims d,            // la
     }
     __syncthreads();
 
-    // ---- the walk
-    for (int i = start; i < N; ++i) {
-      const int y = i / d.lx, x = i - y * d.lx;
-      for (int l = 0; l < L; ++l) cx.h_site(l, y, x);
-      if (threadIdx.x < tile) {
-        Member<T>& m = cx.mem[threadIdx.x];
-        const T* hl = cx.hcur + threadIdx.x * C;
-        T raw[4];
+    if (a.mode == kSample) {
+      // ---- site walk
+      for (int i = start; i < N; ++i) {
+        const int y = i / d.lx, x = i - y * d.lx;
+        const bool row_end = x == d.lx - 1 && y < d.ly - 1;
+        for (int l = 0; l < L; ++l) {
+          // weights of the next pass: h_{l+1}, else v_0 at a row end, else h_0 of site i+1
+          const bool nh = l < L - 1 || !row_end;
+          const int nl = l < L - 1 ? l + 1 : (row_end ? 0 : (i + 1 < N ? 0 : -1));
+          cx.pass(true, l, y, x, x + 1, l == L - 1, i > start || l > 0, nh, nl);
+        }
+        long long t0 = cx.prof && threadIdx.x == 0 ? clock64() : 0;
+        if (threadIdx.x < tile) {
+          Member<T>& m = cx.mem[threadIdx.x];
+          const T* hl = cx.hcur + threadIdx.x * C;
+          T raw[4];
 #pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          T z = w.bo[q];
-          for (int c = 0; c < C; ++c) z += w.wo[c * 4 + q] * hl[c];
-          raw[q] = z;
+          for (int q = 0; q < 4; ++q) {
+            T z = w.bo[q];
+            for (int c = 0; c < C; ++c) z += w.wo[c * 4 + q] * hl[c];
+            raw[q] = z;
+          }
+          cx.site_out(m, a, i, raw);
         }
-        bool ad, au;
-        sector_allow(d.target_up, m.ups, N, i, ad, au);
-        bool up;
-        if (a.mode == kSample) {
-          up = draw_up<T>(raw[0], raw[1], ad, au, m.u[i]);
-          if (m.valid) m.s_w[i] = up ? 1 : -1;
-        } else {
-          up = m.s[i] > 0;
-        }
-        m.ups += up;
-        if (a.mode != kConnected || i >= m.k) {
-          m.re += log_abs_cond(double(raw[0]), double(raw[1]), ad, au, up);
-          m.im += double(up ? raw[3] : raw[2]);
-        }
-        if (a.mode == kForward && a.prefix && m.valid) {
-          double* P = a.prefix + m.b * 2 * (N + 1);
-          P[2 * (i + 1)] = m.re;
-          P[2 * (i + 1) + 1] = m.im;
-        }
+        __syncthreads();
+        cx.tick(3, t0);
+        if (row_end)
+          for (int l = 0; l < L; ++l) cx.pass(false, l, y, 0, d.lx, false, true, l == L - 1, l < L - 1 ? l + 1 : 0);
       }
-      __syncthreads();
-      if (x == d.lx - 1 && y < d.ly - 1)
-        for (int l = 0; l < L; ++l)
-          for (int xx = 0; xx < d.lx; ++xx) cx.v_site(l, y, xx);
+    } else {
+      // ---- row walk (spins given)
+      const int row0 = start / d.lx;
+      for (int y = row0; y < d.ly; ++y) {
+        const int xb = y == row0 ? start - row0 * d.lx : 0;
+        const bool has_v = y < d.ly - 1;
+        for (int l = 0; l < L; ++l) {
+          // h_l before v_l of row y replaces row y-3 in the ring; each pass starts the
+          // copy of the next one's weights (h_0 of the next row after the last)
+          const int nl_after_v = l < L - 1 ? l + 1 : (y + 1 < d.ly ? 0 : -1);
+          cx.pass(true, l, y, xb, d.lx, false, y > row0 || l > 0, !has_v, has_v ? l : nl_after_v);
+          if (has_v) cx.pass(false, l, y, 0, d.lx, false, true, true, nl_after_v);
+        }
+        long long t0 = cx.prof && threadIdx.x == 0 ? clock64() : 0;
+        cx.row_out(cx.mem, a, y, xb);
+        cx.tick(3, t0);
+      }
     }
 
     // ---- results
@@ -458,13 +655,33 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(Dims d,            // la
     }
     __syncthreads();
   }
+  if (cx.prof && threadIdx.x == 0) cx.prof[4] += clock64() - t_begin;
 }
 
-size_t smem_bytes(const Dims& d, int tile, int ks, int xs_stride, size_t elem, size_t member, bool w_shared) {
-  size_t bytes = (size_t(tile) * xs_stride + size_t(ks) * d.c4 * tile + size_t(tile) * d.channels) * elem;
-  bytes = (bytes + 15) & ~size_t(15);
-  if (w_shared) bytes += size_t(18) * d.channels * d.c4 * elem;
+int xs_stride_of(const Dims& d) {
+  const int kmax = std::max(18 * d.channels, 9 * (1 + d.channels));
+  return (kmax + 3) / 4 * 4 + 4;
+}
+
+size_t smem_bytes(const Dims& d, int tile, int rows, size_t elem, size_t member, bool w_shared, int threads) {
+  const int kmax = std::max(18 * d.channels, 9 * (1 + d.channels));
+  size_t n = size_t(rows) * xs_stride_of(d);                      // xs
+  n += size_t(std::max(threads * 16, rows * d.c4));                 // red
+  n += size_t(tile) * d.channels + size_t(tile) * kOutChunk * 4;  // hcur, raw
+  size_t bytes = (n * elem + 15) & ~size_t(15);
+  if (w_shared) bytes += size_t(kmax) * (d.c4 + 8) * elem;
   return bytes + size_t(tile) * member + 16;
+}
+
+// NAQS_PIXELCNN_MATH: ffma (default: FP32/FP64 FFMA), 3xtf32 or tf32 (float networks;
+// tensor cores, see product_mma).
+int math_mode() {
+  const char* env = std::getenv("NAQS_PIXELCNN_MATH");
+  if (!env) return kFFMA;
+  const std::string v(env);
+  if (v == "3xtf32") return k3xTF32;
+  if (v == "tf32") return kTF32;
+  return kFFMA;
 }
 
 }  // namespace
@@ -477,39 +694,53 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out) {
   if ((err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess) return err;
   if ((err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) != cudaSuccess) return err;
   Plan p;
-  p.threads = kThreads;
-  p.xs_stride = 9 * 2 * d.channels + 1;  // largest K (any block, either branch) + 1
-  int tile = 32;
-  while (tile > 4 && (n_jobs + tile - 1) / tile < 2 * int64_t(sms)) tile /= 2;
-  auto fill = [&](int tl) {
-    p.tile = tl;
-    const int ntile = (d.c4 / 4) * (tl / 4);
-    int ks = kThreads / ntile;
-    ks = ks < 1 ? 1 : (ks > 8 ? 8 : ks);
-    p.k_split = ks;
-    p.smem = smem_bytes(d, tl, ks, p.xs_stride, sizeof(T), sizeof(Member<T>), p.w_shared != 0);
-  };
-  // Weights of the layer in shared memory (opt-in, NAQS_PIXELCNN_WEIGHTS_SMEM=1): measured
-  // slower on an H200 for C = 32 (one CTA per SM instead of two), see docs/engine.md.
+  // CTA size: 512 threads (16 warps: more latency hidden in the gathers and
+  // products; at most 128 registers a thread) for float, 256 for double;
+  // NAQS_PIXELCNN_THREADS=256|512 overrides.
+  const char* thr_env = std::getenv("NAQS_PIXELCNN_THREADS");
+  p.threads = sizeof(T) == 4 ? 512 : 256;
+  if (thr_env && std::string(thr_env) == "256") p.threads = 256;
+  if (thr_env && std::string(thr_env) == "512") p.threads = 512;
+  const auto kernel = p.threads == 512 ? walk_kernel<T, 512> : walk_kernel<T, 256>;
+  p.xs_stride = xs_stride_of(d);
+  // Weights of the pass in shared memory when they fit (NAQS_PIXELCNN_WEIGHTS_SMEM=0
+  // reads them from global memory instead); then the largest chunk that fits.
   const char* env = std::getenv("NAQS_PIXELCNN_WEIGHTS_SMEM");
-  p.w_shared = (env && env[0] == '1') ? 1 : 0;
-  fill(tile);
-  while (p.smem > size_t(optin) && tile > 8) fill(tile /= 2);
-  if (p.smem > size_t(optin)) {
-    p.w_shared = 0;
-    fill(tile);
-    while (p.smem > size_t(optin) && tile > 4) fill(tile /= 2);
+  const bool allow_ws = !(env && env[0] == '0');
+  bool found = false;
+  for (int ws = allow_ws ? 1 : 0; ws >= 0 && !found; --ws) {
+    for (int rows = kMaxRows; rows >= 4 && !found; rows /= 2) {
+      if (smem_bytes(d, rows, rows, sizeof(T), sizeof(Member<T>), ws != 0, p.threads) <= size_t(optin)) {
+        p.w_shared = ws;
+        p.rows = rows;
+        found = true;
+      }
+    }
   }
-  if (p.smem > size_t(optin)) return cudaErrorInvalidConfiguration;
-  if ((err = cudaFuncSetAttribute(walk_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(p.smem))) !=
+  if (!found) return cudaErrorInvalidConfiguration;
+  p.smem = smem_bytes(d, p.rows, p.rows, sizeof(T), sizeof(Member<T>), p.w_shared != 0, p.threads);
+  if ((err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(p.smem))) !=
       cudaSuccess)
     return err;
   int per_sm = 0;
-  if ((err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, walk_kernel<T>, kThreads, p.smem)) != cudaSuccess)
+  if ((err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, p.threads, p.smem)) != cudaSuccess)
     return err;
   if (per_sm < 1) return cudaErrorInvalidConfiguration;
+  // The smallest tile that still runs every job in one wave (the walk is a chain of
+  // dependent steps: more CTAs with fewer jobs each finish sooner), else the largest.
+  const int64_t slots = int64_t(per_sm) * sms;
+  int tile = p.rows;
+  for (int tl = 4; tl <= p.rows; tl *= 2) {
+    if ((n_jobs + tl - 1) / tl <= slots) {
+      tile = tl;
+      break;
+    }
+  }
+  p.tile = tile;
+  p.k_split = 0;
+  p.smem = smem_bytes(d, tile, p.rows, sizeof(T), sizeof(Member<T>), p.w_shared != 0, p.threads);
   const int64_t n_tiles = (n_jobs + p.tile - 1) / p.tile;
-  const int64_t grid = std::min<int64_t>(n_tiles, int64_t(per_sm) * sms);
+  const int64_t grid = std::min<int64_t>(n_tiles, slots);
   p.grid = int(grid < 1 ? 1 : grid);
   const size_t ring = size_t(2) * d.blocks * 3 * d.lx * d.channels * sizeof(T);
   const size_t conf = (size_t(d.n_sites) + 15) & ~size_t(15);
@@ -525,9 +756,45 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   const size_t ring_bytes = size_t(p.grid) * p.tile * size_t(2) * d.blocks * 3 * d.lx * d.channels * sizeof(T);
   T* ring = reinterpret_cast<T*>(scratch);
   int8_t* confs = reinterpret_cast<int8_t*>(scratch) + ((ring_bytes + 255) & ~size_t(255));
-  walk_kernel<T><<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.k_split, p.xs_stride, p.w_shared, ring,
-                                                        confs);
-  return cudaGetLastError();
+  // NAQS_PIXELCNN_PIPELINE=1: copy the next chunk's windows during a product (two
+  // half-size chunk buffers); measured slower on an H100 (docs/engine.md), so off.
+  const char* pipe_env = std::getenv("NAQS_PIXELCNN_PIPELINE");
+  const int pipeline = (pipe_env && pipe_env[0] == '1') ? 1 : 0;
+  const int math = math_mode();
+  const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
+  const auto kernel = p.threads == 512 ? walk_kernel<T, 512> : walk_kernel<T, 256>;
+  if (!(env && env[0] == '1')) {
+    kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared,
+                                                          pipeline, math, ring, confs, nullptr);
+    return cudaGetLastError();
+  }
+  // Diagnostics: per-CTA clock64 counters of thread 0 (time in each phase, barrier
+  // waits included), printed to stderr as fractions of the kernel's cycles.
+  long long* prof = nullptr;
+  cudaError_t err = cudaMalloc(&prof, sizeof(long long) * 8 * p.grid);
+  if (err != cudaSuccess) return err;
+  cudaMemsetAsync(prof, 0, sizeof(long long) * 8 * p.grid, stream);
+  kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared, pipeline, math,
+                                                ring, confs, prof);
+  if ((err = cudaGetLastError()) != cudaSuccess) return err;
+  std::vector<long long> h(size_t(8) * p.grid);
+  if ((err = cudaMemcpyAsync(h.data(), prof, h.size() * sizeof(long long), cudaMemcpyDeviceToHost, stream)) !=
+      cudaSuccess)
+    return err;
+  if ((err = cudaStreamSynchronize(stream)) != cudaSuccess) return err;
+  cudaFree(prof);
+  double sum[8] = {0};
+  for (int b = 0; b < p.grid; ++b)
+    for (int q = 0; q < 8; ++q) sum[q] += double(h[size_t(b) * 8 + q]) / p.grid;
+  const double tot = sum[4] > 0 ? sum[4] : 1;
+  std::fprintf(stderr,
+               "naqs-walker-profile threads=%d mode=%d math=%d pipeline=%d jobs=%lld grid=%d tile=%d rows=%d w_shared=%d smem=%zu | per CTA: "
+               "%.3g Mcycles, %.0f chunks (%.0f cycles each) | gather+wait %.1f%% product %.1f%% finish %.1f%% "
+               "outputs %.1f%%\n",
+               p.threads, a.mode, math, pipeline, (long long)a.n_jobs, p.grid, p.tile, p.rows, p.w_shared, p.smem, sum[4] / 1e6, sum[5],
+               sum[5] > 0 ? (sum[0] + sum[1] + sum[2]) / sum[5] : 0.0, 100 * sum[0] / tot, 100 * sum[1] / tot,
+               100 * sum[2] / tot, 100 * sum[3] / tot);
+  return cudaSuccess;
 }
 
 template cudaError_t plan<float>(const Dims&, int64_t, Plan*);

@@ -19,9 +19,10 @@ namespace cuda {
 // walked configurations of every CTA) must be passed to walk().
 struct Plan {
   int tile = 0;          // jobs per CTA tile (4, 8, 16 or 32)
-  int k_split = 1;       // K-split groups of the [tile x K] x [K x C] product
+  int rows = 0;          // rows (job, position pairs) of one product chunk (>= tile)
+  int k_split = 1;       // legacy kernel: K-split groups of the [tile x K] x [K x C] product
   int xs_stride = 0;     // row stride of the shared input window
-  int w_shared = 0;      // 1: each layer's weights are staged in shared memory
+  int w_shared = 0;      // 1: each pass stages its layer's weights in shared memory
   int threads = 256;
   int grid = 0;
   size_t smem = 0;       // dynamic shared memory per CTA
@@ -35,6 +36,17 @@ cudaError_t plan(const Dims& dims, int64_t n_jobs, Plan* out);
 template <typename T>
 cudaError_t walk(const Dims& dims, const Weights<T>& weights, const WalkArgs<T>& args, const Plan& plan,
                  void* scratch, cudaStream_t stream);
+
+// The first kernel (walker_legacy.cu: every mode site by site, the vertical branch
+// position by position), kept for side-by-side benchmarks. run_walk (front.h) uses it
+// when the environment has NAQS_PIXELCNN_CUDA_KERNEL=legacy.
+namespace legacy {
+template <typename T>
+cudaError_t plan(const Dims& dims, int64_t n_jobs, Plan* out);
+template <typename T>
+cudaError_t walk(const Dims& dims, const Weights<T>& weights, const WalkArgs<T>& args, const Plan& plan,
+                 void* scratch, cudaStream_t stream);
+}  // namespace legacy
 
 }  // namespace cuda
 }  // namespace pixelcnn
