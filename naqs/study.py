@@ -636,8 +636,17 @@ def amplitude_overlap(psi, predicted_log_amplitude, mask=None) -> float:
     return float(np.sum(np.abs(psi) * a) / math.sqrt(norm * np.sum(a**2)))
 
 
+def eval_chunk(lattice, arch: str, n_fits: int, budget_bytes: float = 2**30) -> int:
+    """Basis states per evaluation chunk so that the activations of ``n_fits`` stacked
+    networks stay within ``budget_bytes`` (float32). A CNN keeps ~100 floats per site
+    per sample (two feature maps of 32 and 64 channels), a dense net ~130 per sample: a
+    fixed chunk that suits a dense stack would need ~12 GB for 15 stacked 24-site CNNs."""
+    per_sample = 100 * lattice.n_sites if arch == "cnn" else 130
+    return int(max(1024, min(1 << 17, budget_bytes // (4 * per_sample * max(1, n_fits)))))
+
+
 def evaluate_overlaps(lattice, config: FitConfig, results: list[FitResult], gs_list: list[GroundState],
-                      excluded: list[np.ndarray | None], chunk: int = 1 << 17) -> list[float]:
+                      excluded: list[np.ndarray | None], chunk: int | None = None) -> list[float]:
     """Overlap of each fit on the basis minus ``excluded[i]`` (sorted unique indices of
     the configurations seen in training/validation; None = full basis), accumulated in
     chunks of the basis (the whole basis never sits in memory as floats per fit).
@@ -651,6 +660,7 @@ def evaluate_overlaps(lattice, config: FitConfig, results: list[FitResult], gs_l
     den_psi = torch.zeros(r, dtype=torch.float64, device=dev)
     den_a = torch.zeros(r, dtype=torch.float64, device=dev)
     run_max = torch.full((r,), -float("inf"), dtype=torch.float64, device=dev)
+    chunk = chunk or eval_chunk(lattice, config.arch, r)
     for start in range(0, k, chunk):
         stop = min(k, start + chunk)
         spins = basis_to_spins(basis[start:stop], n).to(dev)

@@ -370,3 +370,11 @@ def test_sampled_sweep_rows(sampled_4x4, tmp_path):
     with pytest.raises(ValueError, match="amplitude"):
         study.run_generalization("square-4x4", "0", eps=0.05, arch="dense1", target="amplitude", repeats=1,
                                  out=tmp_path / "amp", max_epochs=1, patience=1, progress=False, states=states)
+
+
+def test_eval_chunk_bounds_activation_memory():
+    lat = study.resolve_lattice("square-24")
+    assert study.eval_chunk(lat, "dense2", 1) == 1 << 17
+    cnn = study.eval_chunk(lat, "cnn", 15)
+    assert 1024 <= cnn and 4 * 100 * 24 * 15 * cnn <= 2**30
+    assert study.eval_chunk(lat, "cnn", 10**6) == 1024
