@@ -17,6 +17,7 @@
 #include <cstdint>
 
 #include "ed_launch.h"
+#include "persistent_grid.h"
 
 namespace naqs {
 namespace ed {
@@ -77,21 +78,11 @@ cudaError_t launch(const uint64_t* basis, const double* x, double* y, int64_t di
   constexpr int kThreads = 512;
   const size_t shared = kSharedLow ? (size_t(1) << lo_bits) * sizeof(int32_t) : 0;
   auto kernel = heisenberg_sector_matvec_kernel<kSharedLow>;
-  cudaError_t err;
-  if (shared > 48 * 1024) {
-    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared));
-    if (err != cudaSuccess) return err;
-  }
-  int device = 0, sms = 0, per_sm = 0;
-  if ((err = cudaGetDevice(&device)) != cudaSuccess) return err;
-  if ((err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device)) != cudaSuccess) return err;
-  if ((err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, shared)) != cudaSuccess)
-    return err;
   // Persistent grid: every resident block loops over rows, so the shared table is
   // loaded once per block rather than once per 512 rows.
-  const int64_t needed = (dim + kThreads - 1) / kThreads;
-  const int64_t resident = int64_t(sms) * (per_sm > 0 ? per_sm : 1);
-  const int blocks = static_cast<int>(needed < resident ? needed : resident);
+  int blocks = 0;
+  const cudaError_t err = persistent_grid(kernel, dim, kThreads, shared, &blocks);
+  if (err != cudaSuccess) return err;
   kernel<<<blocks, kThreads, shared, stream>>>(basis, x, y, dim, params, lo_rank, hi_offset, lo_bits);
   return cudaGetLastError();
 }

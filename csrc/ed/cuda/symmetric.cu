@@ -19,6 +19,7 @@
 #include "../ed_kernels.h"
 #include "../ed_torus.h"
 #include "ed_launch.h"
+#include "persistent_grid.h"
 
 namespace naqs {
 namespace ed {
@@ -226,21 +227,7 @@ __global__ void __launch_bounds__(kThreads) torus_matvec_kernel(const uint64_t* 
 // ---------------------------------------------------------------- launch helpers
 template <typename Kernel>
 cudaError_t grid_for(Kernel kernel, int64_t work_items, size_t shared, int* blocks) {
-  cudaError_t err;
-  if (shared > 48 * 1024) {
-    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared));
-    if (err != cudaSuccess) return err;
-  }
-  int device = 0, sms = 0, per_sm = 0;
-  if ((err = cudaGetDevice(&device)) != cudaSuccess) return err;
-  if ((err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device)) != cudaSuccess) return err;
-  if ((err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, shared)) != cudaSuccess)
-    return err;
-  // Persistent grid: resident blocks loop over the work, so shared tables load once per block.
-  const int64_t needed = (work_items + kThreads - 1) / kThreads;
-  const int64_t resident = int64_t(sms) * (per_sm > 0 ? per_sm : 1);
-  *blocks = static_cast<int>(needed < resident ? (needed > 0 ? needed : 1) : resident);
-  return cudaSuccess;
+  return persistent_grid(kernel, work_items, kThreads, shared, blocks);
 }
 
 // Chunk length of the enumeration: enough chunks for ~8 waves of threads, at least 64 words.
