@@ -1016,6 +1016,21 @@ def _mean_se(values: list[float]) -> tuple[float, float]:
     return float(v.mean()), se
 
 
+def _save_overlap_plot(fig, ax, xlabel: str, title: str, path: Path) -> Path:
+    """Label a test-overlap plot (y in [0, 1]), save it to ``path`` and close it."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("overlap on the test set")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _series(rows, x_field, keys):
     """{series key: (x [M], mean [M], se [M])} grouping rows by ``keys``."""
     groups: dict[tuple, dict[float, list[float]]] = {}
@@ -1074,16 +1089,9 @@ def plot_directory(directory, show_progress: bool = False) -> list[Path]:
                                                                 ("arch", "target")).items():
                         color = _COLORS[target] if len({r["arch"] for r in sel}) == 1 else _COLORS[arch]
                         ax.plot(x, m, "--", color=color, label=f"{arch} {target} (full basis)")
-                    ax.set_xlabel("J2 / J1")
-                    ax.set_ylabel("overlap on the test set")
-                    ax.set_ylim(-0.02, 1.02)
-                    ax.set_title(f"{cluster}, eps_train = {eps:g}")
-                    ax.legend(fontsize=7)
-                    fig.tight_layout()
-                    path = directory / f"{Path(name).stem}_{cluster}_eps{eps:g}_vs_j2.png"
-                    fig.savefig(path, dpi=110)
-                    plt.close(fig)
-                    written.append(path)
+                    written.append(_save_overlap_plot(
+                        fig, ax, "J2 / J1", f"{cluster}, eps_train = {eps:g}",
+                        directory / f"{Path(name).stem}_{cluster}_eps{eps:g}_vs_j2.png"))
             if len(eps_values) > 1:
                 for (arch, target) in sorted({(r["arch"], r["target"]) for r in crow}):
                     sel = [r for r in crow if r["arch"] == arch and r["target"] == target]
@@ -1092,16 +1100,9 @@ def plot_directory(directory, show_progress: bool = False) -> list[Path]:
                         ax.errorbar(x, m, yerr=se, marker="o", ms=4, capsize=2, label=f"J2/J1 = {float(j2):g}")
                     ax.axhline(CRITICAL_OVERLAP, color="0.6", lw=0.8, ls=":")
                     ax.set_xscale("log")
-                    ax.set_xlabel("eps_train")
-                    ax.set_ylabel("overlap on the test set")
-                    ax.set_ylim(-0.02, 1.02)
-                    ax.set_title(f"{cluster}, {arch} {target}")
-                    ax.legend(fontsize=7)
-                    fig.tight_layout()
-                    path = directory / f"{Path(name).stem}_{cluster}_{arch}_{target}_vs_eps.png"
-                    fig.savefig(path, dpi=110)
-                    plt.close(fig)
-                    written.append(path)
+                    written.append(_save_overlap_plot(
+                        fig, ax, "eps_train", f"{cluster}, {arch} {target}",
+                        directory / f"{Path(name).stem}_{cluster}_{arch}_{target}_vs_eps.png"))
     crit = read_rows(directory / "critical_eps.csv")
     crit = [r for r in crit if r.get("eps_critical") not in (None, "", "None")]
     if crit:
