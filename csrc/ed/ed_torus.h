@@ -59,28 +59,24 @@ NAQS_HD uint32_t byte_perm(uint32_t a, uint32_t b, uint32_t sel) {
 #endif
 }
 
-// Selector of the key after a row shift by dy (new row i = old row (i - dy) mod ly):
-// byte n of the key = new row ly-4+n; rows < 0 read byte 7 (row 7, zero when ly <= 7).
-NAQS_HD_CONSTEXPR uint32_t key_selector(int ly, int dy) {
+// Byte selector of 4 consecutive rows after a row shift by dy (new row i = old row
+// (i - dy) mod ly): byte n = new row first + n; rows < 0 read byte 7 (row 7, zero when
+// ly <= 7).
+NAQS_HD_CONSTEXPR uint32_t rows_selector(int ly, int dy, int first) {
   uint32_t sel = 0;
   for (int n = 0; n < 4; ++n) {
-    const int row = ly - 4 + n;
+    const int row = first + n;
     const int src = row >= 0 ? (row - dy + ly) % ly : 7;
     sel |= uint32_t(src) << (4 * n);
   }
   return sel;
 }
 
-// Selector of the rest: byte n = new row ly-8+n (rows < 0 read the zero byte 7).
-NAQS_HD_CONSTEXPR uint32_t rest_selector(int ly, int dy) {
-  uint32_t sel = 0;
-  for (int n = 0; n < 4; ++n) {
-    const int row = ly - 8 + n;
-    const int src = row >= 0 ? (row - dy + ly) % ly : 7;
-    sel |= uint32_t(src) << (4 * n);
-  }
-  return sel;
-}
+// The key: the top four rows (ly-4 .. ly-1, row ly-1 in the top byte).
+NAQS_HD_CONSTEXPR uint32_t key_selector(int ly, int dy) { return rows_selector(ly, dy, ly - 4); }
+
+// The rest: rows ly-8 .. ly-5.
+NAQS_HD_CONSTEXPR uint32_t rest_selector(int ly, int dy) { return rows_selector(ly, dy, ly - 8); }
 
 // Inverse: lane half (rows 4*half .. 4*half+3) from (rest = bytes 0-3, key = bytes 4-7):
 // row j is byte j - ly + 8; rows >= ly read byte 0 (row ly-8 < 0, zero when ly < 8).
