@@ -1008,7 +1008,8 @@ def ground_state(hamiltonian: Hamiltonian, *, sz: int | None = 0, symmetric: boo
     ``symmetric``: work in the trivial representation of the lattice's permutation group
     (with the spin inversion of parity ``flip_parity`` when ``sz == 0`` and ``spin_flip``
     is not False); it is the lowest state of that symmetry sector. ``solver``: ``auto``
-    (dense below 1024 states, eigsh on the CPU, Lanczos on CUDA), ``dense``, ``eigsh``,
+    (dense below 1024 states, eigsh on the CPU - the two-pass Lanczos where eigsh's vectors
+    do not fit in memory -, Lanczos on CUDA), ``dense``, ``eigsh``,
     ``lanczos`` or ``sparse`` (the scipy reference matrix + eigsh).
     """
     if not isinstance(hamiltonian, Hamiltonian) and not (_is_heisenberg(hamiltonian) or _is_ising(hamiltonian)):
@@ -1089,6 +1090,9 @@ def ground_state(hamiltonian: Hamiltonian, *, sz: int | None = 0, symmetric: boo
     else:
         dim = 2**n if n_up is None else math.comb(n, n_up)
         vectors = 24 if dev == "cpu" else 6  # eigsh keeps ncv vectors; the device Lanczos about 6
+        if dev == "cpu" and solver == "auto" and dim > DENSE_DIM and dim * 8.0 * (vectors + 2) > 0.8 * _available_memory():
+            # ARPACK's vectors do not fit but the two-pass torch Lanczos (O(5 vectors)) may
+            solver, vectors = "lanczos", 6
         _check_memory(dim * 8.0 * (vectors + 2), f"ED in a space of {dim} states ({vectors + 2} vectors)", "cpu")
         if dev != "cpu":
             _check_memory(dim * 8.0 * 7, f"device Lanczos in a space of {dim} states", dev)

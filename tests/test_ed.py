@@ -536,3 +536,12 @@ def test_cuda_symmetric_bad_input():
                                torch.zeros(len(reps[::2]), dtype=torch.float64, device="cuda"), edges, zz, exch, 4, 4,
                                points, True)
 
+
+
+def test_cpu_auto_solver_falls_back_to_lanczos_when_eigsh_does_not_fit(monkeypatch):
+    # 4x4 sector: 12870 states; eigsh's 26 vectors (2.7 MB) do not fit in 80 % of 2 MB,
+    # the two-pass Lanczos (~8 vectors, 0.8 MB) does
+    monkeypatch.setattr(ed, "_available_memory", lambda: 2 * 2**20)
+    res = ed.ground_state(Heisenberg(square(4, 4, pbc=True), 1.0, 0.0), sz=0, cache=False, progress=False)
+    assert res.solver.startswith("lanczos")
+    assert res.energy == pytest.approx(-11.228483, abs=5e-7)
