@@ -27,6 +27,13 @@ seed_rows study-gpu-h100-triangle-24-fig2b.csv fig2-triangle-24 generalization.c
 seed_rows study-gpu-h100-kagome-24-fig2c.csv fig2-kagome-24 generalization.csv
 seed_rows study-gpu-h100-kagome-24-fig3.csv fig3-kagome-24 eps_sweep.csv
 seed_rows study-gpu-h100-kagome-24-fig4.csv fig4-kagome-24 generalization.csv
+seed_rows study-gpu-h100-square-30-fig5.csv fig5-square-30 eps_sweep.csv
+seed_rows study-gpu-h100-square-36-fig5.csv fig5-square-36 eps_sweep.csv
+for c in square-24 triangle-24 kagome-24; do  # SR rows of the GPU and the CPU runs, one header
+  if [ ! -f "$RUNS/sr-$c/sr.csv" ] && ls bench/results/study-*-"$c"-sr.csv > /dev/null 2>&1; then
+    mkdir -p "$RUNS/sr-$c" && awk 'FNR > 1 || NR == 1' bench/results/study-*-"$c"-sr.csv > "$RUNS/sr-$c/sr.csv"
+  fi
+done
 COMMON=(--device cuda --quiet --no-plot)
 FIT=(--max-epochs 100 --patience 10)
 
@@ -42,7 +49,7 @@ job() {
 }
 STUDY=(python3 -m naqs.cli study)
 j2_grid() { case $1 in square-24) echo 0:1:0.1 ;; *) echo 0:2:0.25 ;; esac; }
-sr_grid() { case $1 in square-24) echo 0,0.5,1.0,0.3,0.6,0.8 ;; *) echo 0,1.0,2.0,0.5,1.5 ;; esac; }
+sr_grid() { case $1 in square-24) echo 0:1:0.1 ;; *) echo 0:2:0.25 ;; esac; }
 
 for phase in $PHASES; do
   case $phase in
@@ -62,16 +69,18 @@ for phase in $PHASES; do
         job "sr-$c" "${STUDY[@]}" sr --cluster "$c" --j2 "$(sr_grid "$c")" --steps 300 --samples 1024 --chains 1024 \
           --device cuda --quiet --no-plot --out "$RUNS/sr-$c"
       done ;;
-    express)  # Fig. 2 dashed lines: training on the full basis
-      job express-24 bash -c "for c in square-24 triangle-24 kagome-24; do
-          python3 -m naqs.cli study expressibility --cluster \$c --j2 0,0.5,1.0 --arch dense2 --target sign \
-            --max-epochs 40 --patience 5 --device cuda --quiet --no-plot --out $RUNS/express-\$c || exit 1; done" ;;
+    express)  # Fig. 2 dashed lines: training on the full basis; the frustrated points
+              # (triangle and kagome at J2 = 1) need the most epochs, each its own process
+      for c in triangle-24 kagome-24; do
+        job "express-$c" "${STUDY[@]}" expressibility --cluster "$c" --j2 1.0 --arch dense2 --target sign \
+          --max-epochs "${EXPRESS_EPOCHS:-100}" --patience 10 --batch-size 2048 "${COMMON[@]}" --out "$RUNS/express-$c"
+      done ;;
     fig5)  # Fig. 5: eps sweeps of the square clusters (24 sites: seeded rows; 30: full
            # basis; 36: symmetric ED, sampled sets); `naqs study critical-eps` on the merged
            # rows gives the critical eps_train per K
       job fig5-square-30 "${STUDY[@]}" eps-sweep --cluster square-30 --j2 0.0 \
         --eps 0.00002,0.00005,0.0001,0.0002,0.0005,0.001 --repeats 2 "${FIT[@]}" "${COMMON[@]}" --out "$RUNS/fig5-square-30"
-      job fig5-square-36 "${STUDY[@]}" eps-sweep --cluster square-36 --j2 0.0 \
+      [ "${FIG5_36:-1}" = 1 ] && job fig5-square-36 "${STUDY[@]}" eps-sweep --cluster square-36 --j2 0.0 \
         --eps 0.000001,0.000002,0.000005,0.00001,0.00002,0.00005 --repeats 2 "${FIT[@]}" "${COMMON[@]}" \
         --out "$RUNS/fig5-square-36" ;;
     *) echo "unknown phase $phase" >&2 ;;
