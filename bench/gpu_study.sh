@@ -79,7 +79,7 @@ for phase in $PHASES; do
            # basis; 36: symmetric ED, sampled sets); `naqs study critical-eps` on the merged
            # rows gives the critical eps_train per K
       job fig5-square-30 "${STUDY[@]}" eps-sweep --cluster square-30 --j2 0.0 \
-        --eps 0.00002,0.00005,0.0001,0.0002,0.0005,0.001 --repeats 2 "${FIT[@]}" "${COMMON[@]}" --out "$RUNS/fig5-square-30"
+        --eps 0.00002,0.00005,0.0001,0.00015,0.0002,0.0005,0.001 --repeats 2 "${FIT[@]}" "${COMMON[@]}" --out "$RUNS/fig5-square-30"
       [ "${FIG5_36:-1}" = 1 ] && job fig5-square-36 "${STUDY[@]}" eps-sweep --cluster square-36 --j2 0.0 \
         --eps 0.000001,0.000002,0.000005,0.00001,0.00002,0.00005 --repeats 2 "${FIT[@]}" "${COMMON[@]}" \
         --out "$RUNS/fig5-square-36" ;;
