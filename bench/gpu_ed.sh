@@ -10,7 +10,9 @@
 # sector rows (square-4x4 ... square-30) to the benchmark; NAQS_ED_STEPS (default
 # "tests cli bench verify") picks the steps: verify = the independent checks of the
 # 36-site sector (bench_ed.py --verify: orbit sizes tile the sector, byte-table
-# enumeration and operator agree with the torus form, symmetric operator, tight solve).
+# enumeration and operator agree with the torus form, symmetric operator, tight solve);
+# translations = the 36-site energy again in the translations-only k = 0 sector (~1.3e8
+# representatives; not in the default steps).
 #
 # Build: `python3 -m pip install --no-build-isolation -v -e .` (the bare pip there
 # belongs to another Python; -v keeps the ptxas register/spill report in the log).
@@ -75,5 +77,10 @@ if step verify; then
   echo "== checks of the 36-site symmetric sector (seconds left: $(left))"
   timeout $(left) $PY bench/bench_ed.py --device cuda --clusters --verify square-36 \
     --out "$OUT/ed-verify-cuda-$DATE.md" 2>&1 | tee "$OUT/verify.log" | tail -12
+fi
+if step translations; then
+  echo "== 36 sites again, translations-only k = 0 sector (seconds left: $(left))"
+  timeout $(left) $PY bench/bench_ed.py --device cuda --clusters --verify-translations square-36 \
+    --out "$OUT/ed-translations-cuda-$DATE.md" 2>&1 | tee "$OUT/translations.log" | tail -6
 fi
 echo "all done at ${SECONDS}s"
