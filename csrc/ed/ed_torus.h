@@ -163,16 +163,12 @@ NAQS_UNROLL
   ohi = static_cast<uint32_t>(out >> 32);
 }
 
-// Is the configuration (lane word lo, hi) the minimum of its orbit with a non-vanishing
-// symmetrized vector? On success *orbit = |G| / |Stab|. Early exit at the first image
-// below it, so most non-representatives cost a handful of key compares.
-template <int LX, int LY>
-NAQS_HD bool is_representative(const TorusView& g, uint32_t lo, uint32_t hi, int64_t* orbit) {
+// Visits every image of the lane word (lo, hi) under point operation x column shift x
+// row shift, as (key, lane words after the column shift, row shift dy): the caller takes
+// the rest word with rest_of(). visit returns false to stop early (then so does this).
+template <int LX, int LY, typename Visit>
+NAQS_HD bool for_each_image(const TorusView& g, uint32_t lo, uint32_t hi, Visit&& visit) {
   const int lx = LX ? LX : g.lx, ly = LY ? LY : g.ly;
-  const uint32_t sk = byte_perm(lo, hi, key_selector(ly, 0)), sr = byte_perm(lo, hi, rest_selector(ly, 0));
-  const uint32_t fk = sk ^ g.key_mask, fr = sr ^ g.rest_mask;  // the complement of s
-  const bool flip = g.spin_flip != 0;
-  int64_t stabilizer = 0;
   for (int p = 0; p < g.n_point; ++p) {
     uint32_t ulo = lo, uhi = hi;
     if (p) apply_point<LX, LY>(g, p, lo, hi, ulo, uhi);
@@ -183,26 +179,46 @@ NAQS_UNROLL
 NAQS_UNROLL
       for (int dy = 0; dy < (LY ? LY : kMaxSide); ++dy) {
         if (!LY && dy >= ly) break;
-        const uint32_t k = byte_perm(clo, chi, key_selector(ly, dy));
-        if (k <= sk) {
-          if (k < sk) return false;
-          const uint32_t r = byte_perm(clo, chi, rest_selector(ly, dy));
-          if (r < sr) return false;
-          stabilizer += (r == sr);
-        }
-        // Flipped image ~c < s  <=>  c > ~s; ~c == s with character -1: the state vanishes.
-        if (flip && k >= fk) {
-          if (k > fk) return false;
-          const uint32_t r = byte_perm(clo, chi, rest_selector(ly, dy));
-          if (r > fr) return false;
-          if (r == fr) {
-            if (g.flip_parity < 0) return false;
-            ++stabilizer;
-          }
-        }
+        if (!visit(byte_perm(clo, chi, key_selector(ly, dy)), clo, chi, dy)) return false;
       }
     }
   }
+  return true;
+}
+
+// The rest word of an image visited by for_each_image (only needed on key ties).
+NAQS_HD uint32_t rest_of(uint32_t clo, uint32_t chi, int ly, int dy) { return byte_perm(clo, chi, rest_selector(ly, dy)); }
+
+// Is the configuration (lane word lo, hi) the minimum of its orbit with a non-vanishing
+// symmetrized vector? On success *orbit = |G| / |Stab|. Early exit at the first image
+// below it, so most non-representatives cost a handful of key compares.
+template <int LX, int LY>
+NAQS_HD bool is_representative(const TorusView& g, uint32_t lo, uint32_t hi, int64_t* orbit) {
+  const int ly = LY ? LY : g.ly;
+  const uint32_t sk = byte_perm(lo, hi, key_selector(ly, 0)), sr = byte_perm(lo, hi, rest_selector(ly, 0));
+  const uint32_t fk = sk ^ g.key_mask, fr = sr ^ g.rest_mask;  // the complement of s
+  const bool flip = g.spin_flip != 0;
+  int64_t stabilizer = 0;
+  const bool minimal = for_each_image<LX, LY>(g, lo, hi, [&](uint32_t k, uint32_t clo, uint32_t chi, int dy) {
+    if (k <= sk) {
+      if (k < sk) return false;
+      const uint32_t r = rest_of(clo, chi, ly, dy);
+      if (r < sr) return false;
+      stabilizer += (r == sr);
+    }
+    // Flipped image ~c < s  <=>  c > ~s; ~c == s with character -1: the state vanishes.
+    if (flip && k >= fk) {
+      if (k > fk) return false;
+      const uint32_t r = rest_of(clo, chi, ly, dy);
+      if (r > fr) return false;
+      if (r == fr) {
+        if (g.flip_parity < 0) return false;
+        ++stabilizer;
+      }
+    }
+    return true;
+  });
+  if (!minimal) return false;
   *orbit = g.n_group / stabilizer;
   return true;
 }
@@ -213,38 +229,27 @@ NAQS_UNROLL
 // over unflipped ones), else +1 or -1.
 template <int LX, int LY>
 NAQS_HD int representative(const TorusView& g, uint32_t lo, uint32_t hi, uint64_t* rep) {
-  const int lx = LX ? LX : g.lx, ly = LY ? LY : g.ly;
+  const int ly = LY ? LY : g.ly;
   const bool flip = g.spin_flip != 0;
   uint32_t bk = 0xFFFFFFFFu, br = 0xFFFFFFFFu;  // min over unflipped images
   uint32_t mk = 0, mr = 0;                      // max over unflipped images
-  for (int p = 0; p < g.n_point; ++p) {
-    uint32_t ulo = lo, uhi = hi;
-    if (p) apply_point<LX, LY>(g, p, lo, hi, ulo, uhi);
-NAQS_UNROLL
-    for (int dx = 0; dx < (LX ? LX : kMaxSide); ++dx) {
-      if (!LX && dx >= lx) break;
-      const uint32_t clo = col_shift(ulo, lx, dx), chi = col_shift(uhi, lx, dx);
-NAQS_UNROLL
-      for (int dy = 0; dy < (LY ? LY : kMaxSide); ++dy) {
-        if (!LY && dy >= ly) break;
-        const uint32_t k = byte_perm(clo, chi, key_selector(ly, dy));
-        if (k <= bk) {
-          const uint32_t r = byte_perm(clo, chi, rest_selector(ly, dy));
-          if (k < bk || r < br) {
-            bk = k;
-            br = r;
-          }
-        }
-        if (flip && k >= mk) {
-          const uint32_t r = byte_perm(clo, chi, rest_selector(ly, dy));
-          if (k > mk || r > mr) {
-            mk = k;
-            mr = r;
-          }
-        }
+  for_each_image<LX, LY>(g, lo, hi, [&](uint32_t k, uint32_t clo, uint32_t chi, int dy) {
+    if (k <= bk) {
+      const uint32_t r = rest_of(clo, chi, ly, dy);
+      if (k < bk || r < br) {
+        bk = k;
+        br = r;
       }
     }
-  }
+    if (flip && k >= mk) {
+      const uint32_t r = rest_of(clo, chi, ly, dy);
+      if (k > mk || r > mr) {
+        mk = k;
+        mr = r;
+      }
+    }
+    return true;
+  });
   int chi_sign = 1;
   if (flip) {
     const uint32_t fk = mk ^ g.key_mask, fr = mr ^ g.rest_mask;  // min over flipped images
