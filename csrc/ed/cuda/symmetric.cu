@@ -110,12 +110,15 @@ __device__ __forceinline__ void load_edges_shared(const SymEdgeParams& edges, ui
   }
 }
 
-// ---------------------------------------------------------------- generic (byte tables)
-__global__ void __launch_bounds__(kThreads) generic_representatives_kernel(int n_sites, int n_up, int64_t dim,
-                                                                           int64_t chunk, const uint64_t* binom,
-                                                                           GroupTables group, uint64_t* reps,
-                                                                           int64_t* orbit, int64_t capacity,
-                                                                           unsigned long long* count) {
+// The sector walk shared by both group forms: each thread unranks the first word of a
+// chunk of the sorted sector and walks on with Gosper's hack; the words for which
+// is_rep(s, &orbit) holds are appended at atomicAdd positions (count may exceed capacity:
+// the front end then retries with room for all).
+template <typename IsRep>
+__device__ __forceinline__ void enumerate_representatives(int n_sites, int n_up, int64_t dim, int64_t chunk,
+                                                          const uint64_t* binom, IsRep is_rep, uint64_t* reps,
+                                                          int64_t* orbit, int64_t capacity,
+                                                          unsigned long long* count) {
   const int64_t n_chunks = (dim + chunk - 1) / chunk;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; c < n_chunks; c += stride) {
@@ -123,7 +126,7 @@ __global__ void __launch_bounds__(kThreads) generic_representatives_kernel(int n
     uint64_t s = n_up == 0 ? 0 : group::unrank(static_cast<uint64_t>(begin), n_sites, n_up, binom);
     for (int64_t r = begin; r < end; ++r) {
       int64_t o = 0;
-      if (group::is_representative(group, s, &o)) {
+      if (is_rep(s, &o)) {
         const unsigned long long pos = atomicAdd(count, 1ull);
         if (pos < static_cast<unsigned long long>(capacity)) {
           reps[pos] = s;
@@ -133,6 +136,17 @@ __global__ void __launch_bounds__(kThreads) generic_representatives_kernel(int n
       if (r + 1 < end && n_up > 0) s = group::next_same_popcount(s);
     }
   }
+}
+
+// ---------------------------------------------------------------- generic (byte tables)
+__global__ void __launch_bounds__(kThreads) generic_representatives_kernel(int n_sites, int n_up, int64_t dim,
+                                                                           int64_t chunk, const uint64_t* binom,
+                                                                           GroupTables group, uint64_t* reps,
+                                                                           int64_t* orbit, int64_t capacity,
+                                                                           unsigned long long* count) {
+  enumerate_representatives(
+      n_sites, n_up, dim, chunk, binom, [&](uint64_t s, int64_t* o) { return group::is_representative(group, s, o); },
+      reps, orbit, capacity, count);
 }
 
 __global__ void __launch_bounds__(kThreads) generic_matvec_kernel(const uint64_t* __restrict__ reps,
@@ -174,25 +188,14 @@ __global__ void __launch_bounds__(kThreads) torus_representatives_kernel(int n_s
   extern __shared__ uint64_t table_shared[];
   load_table_shared(group, table_shared);
   __syncthreads();
-  const int64_t n_chunks = (dim + chunk - 1) / chunk;
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; c < n_chunks; c += stride) {
-    const int64_t begin = c * chunk, end = min(dim, begin + chunk);
-    uint64_t s = n_up == 0 ? 0 : group::unrank(static_cast<uint64_t>(begin), n_sites, n_up, binom);
-    for (int64_t r = begin; r < end; ++r) {
-      uint32_t lo, hi;
-      torus::to_lanes<LX, LY>(s, group, lo, hi);
-      int64_t o = 0;
-      if (torus::is_representative<LX, LY>(group, lo, hi, &o)) {
-        const unsigned long long pos = atomicAdd(count, 1ull);
-        if (pos < static_cast<unsigned long long>(capacity)) {
-          reps[pos] = s;
-          orbit[pos] = o;
-        }
-      }
-      if (r + 1 < end && n_up > 0) s = group::next_same_popcount(s);
-    }
-  }
+  enumerate_representatives(
+      n_sites, n_up, dim, chunk, binom,
+      [&](uint64_t s, int64_t* o) {
+        uint32_t lo, hi;
+        torus::to_lanes<LX, LY>(s, group, lo, hi);
+        return torus::is_representative<LX, LY>(group, lo, hi, o);
+      },
+      reps, orbit, capacity, count);
 }
 
 // Edge bits refer to the lane word here (the front end of this file converts them).
