@@ -127,7 +127,7 @@ struct Ctx {
   int tile, rows, S, WS, start, pipeline, math;
   int ncol;        // segment path: columns of one segment buffer (0: path off), see pass_seg
   int seg_min_nx;  // segment path: only for passes of at least this many positions per job
-  int p8;          // FFMA products with 4 x 8 register tiles (product8) where they apply
+  int p8;          // segment path: 4 x 8 register tiles (product8) where they apply
   T* xs;           // [rows][S]            gathered windows of one chunk (or 2 segment buffers)
   T* red;          // [ks][rows4][C4]      partial sums of the K slices
   T* hcur;         // [tile][C]            h_{L-1} at the current site (kSample)
@@ -335,14 +335,12 @@ struct Ctx {
     }
   }
 
-  // FFMA product with 4 (rows) x 8 (channels) register tiles (float, weights in
+  // Segment-path product with 4 (rows) x 8 (channels) register tiles (float, weights in
   // shared memory, C4 % 8 == 0, tiles <= blockDim / 2): 12 shared loads per 128 FFMA
   // instead of 8 per 64 (the 4 x 4 product is bound by shared-memory bandwidth at about
   // half the FFMA rate). Lanes l and l ^ 16 take the same tile and adjacent K slices,
   // summed with one shuffle, so red keeps at most ks / 2 <= 8 partial sums as before.
   // Returns the number of partial sums in red (row stride rows4).
-  // kSeg = false: the window rows of the tap-by-tap path (row stride S).
-  template <bool kSeg>
   __device__ int product8(int K, int rows4, const T* xs, const SegArgs& sg) const {
     const int C4 = d.c4, ng = C4 / 8, ntile = ng * (rows4 / 4);
     int kh_n = int(blockDim.x >> 1) / ntile;
@@ -354,7 +352,7 @@ struct Ctx {
     const int kg = 2 * kh + half;
     const int kper = ((K + ks - 1) / ks + 3) & ~3;
     const int k0 = active ? kg * kper : 0, k1 = active ? min(K, k0 + kper) : 0;
-    const int k4 = k1 > k0 ? k1 : k0;  // K (callers check it) and kper: multiples of 4
+    const int k4 = k1 > k0 ? k0 + ((k1 - k0) & ~3) : k0;  // K, kper: multiples of 4
     const int og = tl % ng, bg = tl / ng;
     float acc[4][8];
 #pragma unroll
@@ -362,18 +360,13 @@ struct Ctx {
 #pragma unroll
       for (int q = 0; q < 8; ++q) acc[i][q] = 0.f;
     int xo[4];
-    if constexpr (kSeg) {
-      seg_rows(sg, bg * 4, xo);
-    } else {
-#pragma unroll
-      for (int i = 0; i < 4; ++i) xo[i] = (bg * 4 + i) * S;
-    }
-    SegCursor cur(xs, sg, kSeg ? k0 : 0);
+    seg_rows(sg, bg * 4, xo);
+    SegCursor cur(xs, sg, k0);
     const float* wp = reinterpret_cast<const float*>(wsm) + og * 8;
 #pragma unroll 1
     for (int k = k0; k < k4; k += 4) {
-      if constexpr (kSeg) cur.at(k);
-      const float* xd = reinterpret_cast<const float*>(kSeg ? cur.xd : xs) + k;
+      cur.at(k);
+      const float* xd = reinterpret_cast<const float*>(cur.xd) + k;
       Vec4<float> xv[4];
 #pragma unroll
       for (int i = 0; i < 4; ++i) xv[i] = load4_sh(xd + xo[i]);
@@ -522,16 +515,7 @@ struct Ctx {
           }
         }
       }
-      bool done8 = false;
-      if constexpr (sizeof(T) == 4) {
-        if (math == kFFMA && p8 && wsm && K % 4 == 0 && (C4 / 8) * (rows4 / 4) <= int(blockDim.x >> 1)) {
-          ks = product8<false>(K, rows4, xc, SegArgs{});
-          rstride = rows4;
-          done8 = true;
-        }
-      }
-      if (done8) {
-      } else if (math == kFFMA || !wsm || sizeof(T) != 4) {
+      if (math == kFFMA || !wsm || sizeof(T) != 4) {
         int ntile;
         split(rows4, C4, ntile, ks);
         rstride = rows4;
@@ -665,7 +649,7 @@ struct Ctx {
       bool done = false;
       if constexpr (sizeof(T) == 4) {
         if (p8 && wsm && (C4 / 8) * (rows4 / 4) <= int(blockDim.x >> 1)) {
-          ks = product8<true>(K, rows4, cur, sg);
+          ks = product8(K, rows4, cur, sg);
           done = true;
         }
       }
@@ -1047,8 +1031,8 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   // positions per job; 2: also on passes of 1-2 positions (tests).
   const char* seg_env = std::getenv("NAQS_PIXELCNN_SEGMENTS");
   int segments = !seg_env ? 1 : (seg_env[0] == '0' ? 0 : (seg_env[0] == '2' ? 2 : 1));
-  // NAQS_PIXELCNN_PRODUCT=4x4: FFMA products with 4 x 4 register tiles (the previous
-  // kernel); default 4x8: product8 (float networks with 8 | C4, weights in shared memory).
+  // NAQS_PIXELCNN_PRODUCT=4x4: the segment path's products with 4 x 4 register tiles
+  // (default 4x8: product8, float networks with 8 | C4).
   const char* prod_env = std::getenv("NAQS_PIXELCNN_PRODUCT");
   if (!(prod_env && std::string(prod_env) == "4x4")) segments |= 4;
   const int math = math_mode();
