@@ -62,11 +62,10 @@ struct Member {
 };
 
 // One chunk of the segment path (pass_seg): first pair, positions per job, pairs,
-// input channels per column, column stride (cin + kSegPad), row stride of a buffer.
+// input channels per column, row stride of a segment buffer.
 struct SegArgs {
-  int p0, nx, nr, cin, cinp, RS;
+  int p0, nx, nr, cin, RS;
 };
-constexpr int kSegPad = 4;  // column padding of a segment buffer (rows 4 apart in other banks)
 
 template <typename T>
 struct Vec4 {
@@ -127,7 +126,6 @@ struct Ctx {
   int tile, rows, S, WS, start, pipeline, math;
   int ncol;        // segment path: columns of one segment buffer (0: path off), see pass_seg
   int seg_min_nx;  // segment path: only for passes of at least this many positions per job
-  int p8;          // segment path: 4 x 8 register tiles (product8) where they apply
   T* xs;           // [rows][S]            gathered windows of one chunk (or 2 segment buffers)
   T* red;          // [ks][rows4][C4]      partial sums of the K slices
   T* hcur;         // [tile][C]            h_{L-1} at the current site (kSample)
@@ -223,47 +221,12 @@ struct Ctx {
     ks = ks < 1 ? 1 : (ks > kMaxSplit ? kMaxSplit : ks);
   }
 
-  // Segment addressing of the 4 rows bg4 .. bg4+3 (padding rows: the last real row).
-  __device__ static void seg_rows(const SegArgs& sg, int bg4, int (&xo)[4]) {
-    const int j0 = sg.p0 / sg.nx;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int rr = min(bg4 + i, sg.nr - 1);
-      xo[i] = (rr + 2 * ((sg.p0 + rr) / sg.nx - j0)) * sg.cinp;
-    }
-  }
-  // The x pointer of the tap that holds k (xd + xo[i] + k), moved tap by tap.
-  struct SegCursor {
-    const T* xd;
-    int kend, dx, cin, pd, ex;
-    __device__ SegCursor(const T* xs, const SegArgs& sg, int k0) {
-      const int tap = sg.cin ? k0 / sg.cin : 0;  // (cin = 0: not a segment product)
-      cin = sg.cin;
-      pd = sg.cinp - sg.cin;
-      ex = sg.RS - 3 * sg.cin;
-      dx = tap % 3;
-      kend = (tap + 1) * cin;
-      xd = xs + (tap / 3) * ex + dx * pd;
-    }
-    __device__ __forceinline__ void at(int k) {
-      if (k >= kend) {
-        kend += cin;
-        if (++dx == 3) {
-          dx = 0;
-          xd += ex - 2 * pd;
-        } else {
-          xd += pd;
-        }
-      }
-    }
-  };
-
   // red[kg] = xs[:, K slice kg] @ W[K slice kg, :]; W is [K][C4].
-  // kSeg: xs holds row segments (pass_seg, chunk sg): row r of the window matrix is not
-  // stored; its entry k = tap * cin + c (tap = 3 dy + dx) is
-  // xs[dy * RS + (cb(r) + dx) * cinp + c] = xs[cb(r) * cinp + k + adj(tap)],
-  // cb(r) = r + 2 (job of r - first job), adj(tap) = dy (RS - 3 cin) + dx (cinp - cin)
-  // (SegCursor). A 4-group of k never straddles a tap (cin % 4 == 0).
+  // kSeg: xs holds row segments (pass_seg): row r of the window matrix is not stored;
+  // its entry k = tap * cin + c (tap = 3 dy + dx) is xs[dy * RS + (cb(r) + dx) * cin + c]
+  // = xs[cb(r) * cin + k + dy * (RS - 3 cin)], cb(r) = r + 2 (job of r - first job);
+  // sg: the chunk. A 4-group of k never straddles a dy
+  // boundary (cin % 4 == 0).
   template <bool kShared, bool kSeg = false>
   __device__ void product(int K, const T* __restrict__ W, int rows4, const T* xs, SegArgs sg = SegArgs{}) const {
     const int C4 = d.c4, ng = C4 / 4;
@@ -293,17 +256,35 @@ struct Ctx {
         for (int q = 0; q < 4; ++q) acc[i][q] = T(0);
       const T* x0 = xs + (bg * 4) * S;
       const T* wp = W + og * 4;
-      int xo[4] = {0, 0, 0, 0};
-      if constexpr (kSeg) seg_rows(sg, bg * 4, xo);
-      SegCursor cur(xs, sg, kSeg ? k0 : 0);
+      int xo[4] = {0, 0, 0, 0}, tc = 0, ex = 0;
+      if constexpr (kSeg) {
+        const int p0 = sg.p0, nx = sg.nx, nr = sg.nr, cin = sg.cin;
+        const int j0 = p0 / nx;
+        x0 = xs;
+        tc = 3 * cin;
+        ex = sg.RS - tc;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int rr = min(bg * 4 + i, nr - 1);  // padding rows: any finite row
+          xo[i] = (rr + 2 * ((p0 + rr) / nx - j0)) * cin;
+        }
+      }
       int k = k0;
+      // kSeg: one k range per input row dy of the slice (x rows shifted by dy * ex)
+      int dy = kSeg ? k0 / tc : 0;
+      int kend = kSeg ? min(k4, (dy + 1) * tc) : k4;
+      const T* xd = kSeg ? x0 + dy * ex : x0;
 #pragma unroll 1
       for (; k < k4; k += 4) {
         Vec4<T> xv[4];
         if constexpr (kSeg) {
-          cur.at(k);
+          if (k >= kend) {
+            ++dy;
+            kend = min(k4, kend + tc);
+            xd += ex;
+          }
 #pragma unroll
-          for (int i = 0; i < 4; ++i) xv[i] = load4_sh(cur.xd + xo[i] + k);
+          for (int i = 0; i < 4; ++i) xv[i] = load4_sh(xd + xo[i] + k);
         } else {
 #pragma unroll
           for (int i = 0; i < 4; ++i) xv[i] = load4_sh(x0 + i * S + k);
@@ -321,7 +302,7 @@ struct Ctx {
         const Vec4<T> wv = kShared ? load4_sh(wp + k * ws) : load4_ro(wp + int64_t(k) * ws);
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-          const T xk = kSeg ? T(0) : x0[i * S + k];
+          const T xk = kSeg ? x0[xo[i] + (k >= 2 * tc ? 2 * ex : (k >= tc ? ex : 0)) + k] : x0[i * S + k];
 #pragma unroll
           for (int q = 0; q < 4; ++q) acc[i][q] += xk * wv.v[q];
         }
@@ -333,70 +314,6 @@ struct Ctx {
         for (int q = 0; q < 4; ++q) dst[q] = acc[i][q];
       }
     }
-  }
-
-  // Segment-path product with 4 (rows) x 8 (channels) register tiles (float, weights in
-  // shared memory, C4 % 8 == 0, tiles <= blockDim / 2): 12 shared loads per 128 FFMA
-  // instead of 8 per 64 (the 4 x 4 product is bound by shared-memory bandwidth at about
-  // half the FFMA rate). Lanes l and l ^ 16 take the same tile and adjacent K slices,
-  // summed with one shuffle, so red keeps at most ks / 2 <= 8 partial sums as before.
-  // Returns the number of partial sums in red (row stride rows4).
-  __device__ int product8(int K, int rows4, const T* xs, const SegArgs& sg) const {
-    const int C4 = d.c4, ng = C4 / 8, ntile = ng * (rows4 / 4);
-    int kh_n = int(blockDim.x >> 1) / ntile;
-    kh_n = kh_n < 1 ? 1 : (kh_n > kMaxSplit / 2 ? kMaxSplit / 2 : kh_n);
-    const int ks = 2 * kh_n;
-    const int t = threadIdx.x, half = (t >> 4) & 1, u = ((t >> 5) << 4) | (t & 15);
-    const int tl = u % ntile, kh = u / ntile;
-    const bool active = kh < kh_n;
-    const int kg = 2 * kh + half;
-    const int kper = ((K + ks - 1) / ks + 3) & ~3;
-    const int k0 = active ? kg * kper : 0, k1 = active ? min(K, k0 + kper) : 0;
-    const int k4 = k1 > k0 ? k0 + ((k1 - k0) & ~3) : k0;  // K, kper: multiples of 4
-    const int og = tl % ng, bg = tl / ng;
-    float acc[4][8];
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-      for (int q = 0; q < 8; ++q) acc[i][q] = 0.f;
-    int xo[4];
-    seg_rows(sg, bg * 4, xo);
-    SegCursor cur(xs, sg, k0);
-    const float* wp = reinterpret_cast<const float*>(wsm) + og * 8;
-#pragma unroll 1
-    for (int k = k0; k < k4; k += 4) {
-      cur.at(k);
-      const float* xd = reinterpret_cast<const float*>(cur.xd) + k;
-      Vec4<float> xv[4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) xv[i] = load4_sh(xd + xo[i]);
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        const Vec4<float> w0 = load4_sh(wp + (k + kk) * WS), w1 = load4_sh(wp + (k + kk) * WS + 4);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-#pragma unroll
-          for (int q = 0; q < 4; ++q) {
-            acc[i][q] += xv[i].v[kk] * w0.v[q];
-            acc[i][q + 4] += xv[i].v[kk] * w1.v[q];
-          }
-        }
-      }
-    }
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-      for (int q = 0; q < 8; ++q) acc[i][q] += __shfl_xor_sync(0xffffffffu, acc[i][q], 16);
-    if (active && half == 0) {
-      float* r = reinterpret_cast<float*>(red);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        float* dst = r + (kh * rows4 + bg * 4 + i) * C4 + og * 8;
-        *reinterpret_cast<float4*>(dst) = make_float4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
-        *reinterpret_cast<float4*>(dst + 4) = make_float4(acc[i][4], acc[i][5], acc[i][6], acc[i][7]);
-      }
-    }
-    return kh_n;
   }
 
   // Tensor-core product (float, weights in shared memory, C % 8 == 0, C <= 32):
@@ -567,7 +484,7 @@ struct Ctx {
   // so pair r's window starts at column cb(r) = r + 2 jj (product<., true>). ~3x fewer
   // bytes and copies than the windows, and small enough for two buffers in the space of
   // one window chunk: the next chunk's copies run during this chunk's product
-  // (cp.async groups). Buffer: [3][ncol][cin + kSegPad], row stride RS = ncol * (cin + kSegPad).
+  // (cp.async groups). Buffer: [3][ncol][cin], row stride RS = ncol * cin.
 
   // Pairs of the chunk that starts at pair p0: at most rows, and columns <= ncol.
   __device__ int seg_chunk(int p0, int npairs, int nx) const {
@@ -609,7 +526,7 @@ struct Ctx {
       } else if (yy >= 0 && xx >= 0 && xx < d.lx) {
         src = v_at(m, l - 1, yy, xx) + c;
       }
-      cp_async<16>(buf + dy * RS + sc * (cin + kSegPad) + c, src, w.bo);
+      cp_async<16>(buf + dy * RS + sc * cin + c, src, w.bo);
     }
   }
 
@@ -620,9 +537,8 @@ struct Ctx {
     int K;
     const T* W = layer_weights(is_h, l, K);
     const T* bias = (is_h ? w.bh : w.bv) + int64_t(l) * C;
-    const int cinp = cin + kSegPad;
-    const int res_off = is_h ? 2 * cinp : cinp;  // (y, x) itself: dy = 2, dx = 2 (h) or 1 (v)
-    const int RS = ncol * cinp, BS = 3 * ncol * (2 * C + kSegPad);
+    const int res_off = is_h ? 2 * cin : cin;  // (y, x) itself: dy = 2, dx = 2 (h) or 1 (v)
+    const int RS = ncol * cin, BS = 3 * ncol * 2 * C;
     const int nx = xe - xb, npairs = tile * nx;
     long long t0 = prof && threadIdx.x == 0 ? clock64() : 0;
     if (wsm && !ready) stage_weights(K, W);
@@ -645,16 +561,8 @@ struct Ctx {
       const int rows4 = (nr + 3) & ~3;
       int ntile, ks;
       split(rows4, C4, ntile, ks);
-      const SegArgs sg{p0, nx, nr, cin, cinp, RS};
-      bool done = false;
-      if constexpr (sizeof(T) == 4) {
-        if (p8 && wsm && (C4 / 8) * (rows4 / 4) <= int(blockDim.x >> 1)) {
-          ks = product8(K, rows4, cur, sg);
-          done = true;
-        }
-      }
-      if (done) {
-      } else if (wsm) {
+      const SegArgs sg{p0, nx, nr, cin, RS};
+      if (wsm) {
         product<true, true>(K, wsm, rows4, cur, sg);
       } else {
         product<false, true>(K, W, rows4, cur, sg);
@@ -674,7 +582,7 @@ struct Ctx {
         z += bias[o];
         z = z > T(0) ? z : T(0);
         const int p = p0 + r, j = p / nx, x = xb + (p - j * nx);
-        z += cur[2 * RS + (r + 2 * (j - j0)) * cinp + res_off + o];
+        z += cur[2 * RS + (r + 2 * (j - j0)) * cin + res_off + o];
         const Member<T>& m = mem[j];
         T* base = is_h ? m.hw : m.vw;
         base[((int64_t(l) * m.R + y % m.R) * d.lx + x) * C + o] = z;
@@ -761,11 +669,9 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d,            // lat
   cx.math = (sizeof(T) == 4 && w_shared && C % 8 == 0 && C <= 32) ? math : int(kFFMA);
   cx.S = xs_stride;
   // segment path: two [3][ncol][2C] buffers in the space of the window chunk
-  const int seg_mode = segments & 3;
-  cx.ncol = (seg_mode && C % 4 == 0 && cx.math == kFFMA && !pipeline) ? rows * xs_stride / (6 * (2 * C + kSegPad)) : 0;
+  cx.ncol = (segments && C % 4 == 0 && cx.math == kFFMA && !pipeline) ? rows * xs_stride / (12 * C) : 0;
   if (cx.ncol < 8) cx.ncol = 0;
-  cx.seg_min_nx = seg_mode == 2 ? 1 : 3;
-  cx.p8 = (segments & 4) && d.c4 % 8 == 0;
+  cx.seg_min_nx = segments == 2 ? 1 : 3;
   cx.xs = reinterpret_cast<T*>(smem_raw);
   cx.red = cx.xs + size_t(rows) * xs_stride;
   cx.hcur = cx.red + size_t(max(kThr * 16, rows * d.c4));
@@ -1030,11 +936,7 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   // kernel); default 1: row segments, double-buffered (pass_seg) on passes of >= 3
   // positions per job; 2: also on passes of 1-2 positions (tests).
   const char* seg_env = std::getenv("NAQS_PIXELCNN_SEGMENTS");
-  int segments = !seg_env ? 1 : (seg_env[0] == '0' ? 0 : (seg_env[0] == '2' ? 2 : 1));
-  // NAQS_PIXELCNN_PRODUCT=4x4: the segment path's products with 4 x 4 register tiles
-  // (default 4x8: product8, float networks with 8 | C4).
-  const char* prod_env = std::getenv("NAQS_PIXELCNN_PRODUCT");
-  if (!(prod_env && std::string(prod_env) == "4x4")) segments |= 4;
+  const int segments = !seg_env ? 1 : (seg_env[0] == '0' ? 0 : (seg_env[0] == '2' ? 2 : 1));
   const int math = math_mode();
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
   const auto kernel = p.threads == 512 ? walk_kernel<T, 512> : walk_kernel<T, 256>;
