@@ -5,11 +5,14 @@
 // __syncthreads() between layers: jobs are independent, so no grid-wide sync. All the
 // network work is done by one routine, a *pass*: layer l of one branch (horizontal or
 // vertical) at row y for the positions x in [xb, xe) of every job of the tile. Its
-// (job, position) pairs are cut into chunks of `rows` pairs; per chunk
-//   1. the 3x3 causal windows of the chunk ([rows][K]) are copied into shared memory
-//      with cp.async (16-byte copies where aligned, all in flight at once, zero-fill
-//      outside the lattice); the layer's weights ([K][C4]) were copied once per pass,
-//      started during the previous pass's last chunk;
+// (job, position) pairs are cut into chunks of up to `rows` pairs; per chunk
+//   1. the chunk's inputs are copied into shared memory with cp.async (16-byte copies
+//      where aligned, zero-fill outside the lattice): on passes over rows (layers l > 0,
+//      4 | C, FFMA) the row segments the chunk's windows need, double-buffered so that
+//      the next chunk's copies run during this chunk's product (pass_seg); otherwise
+//      the 3x3 causal windows ([rows][K]) tap by tap, all in flight at once. The layer's
+//      weights ([K][C4]) were copied once per pass, started during the previous pass's
+//      last chunk;
 //   2. [rows x K] x [K x C]: FP32/FP64 FFMA by default, each thread a 4 (rows) x 4
 //      (channels) register tile over a K slice; NAQS_PIXELCNN_MATH=3xtf32 | tf32 uses
 //      m16n8k8 TF32 tensor-core MMAs instead (float networks, 8 | C <= 32); the K
