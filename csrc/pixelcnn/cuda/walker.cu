@@ -5,11 +5,14 @@
 // __syncthreads() between layers: jobs are independent, so no grid-wide sync. All the
 // network work is done by one routine, a *pass*: layer l of one branch (horizontal or
 // vertical) at row y for the positions x in [xb, xe) of every job of the tile. Its
-// (job, position) pairs are cut into chunks of `rows` pairs; per chunk
-//   1. the 3x3 causal windows of the chunk ([rows][K]) are copied into shared memory
-//      with cp.async (16-byte copies where aligned, all in flight at once, zero-fill
-//      outside the lattice); the layer's weights ([K][C4]) were copied once per pass,
-//      started during the previous pass's last chunk;
+// (job, position) pairs are cut into chunks of up to `rows` pairs; per chunk
+//   1. the chunk's inputs are copied into shared memory with cp.async (16-byte copies
+//      where aligned, zero-fill outside the lattice): on passes over rows (layers l > 0,
+//      4 | C, FFMA) the row segments the chunk's windows need, double-buffered so that
+//      the next chunk's copies run during this chunk's product (pass_seg); otherwise
+//      the 3x3 causal windows ([rows][K]) tap by tap, all in flight at once. The layer's
+//      weights ([K][C4]) were copied once per pass, started during the previous pass's
+//      last chunk;
 //   2. [rows x K] x [K x C]: FP32/FP64 FFMA by default, each thread a 4 (rows) x 4
 //      (channels) register tile over a K slice; NAQS_PIXELCNN_MATH=3xtf32 | tf32 uses
 //      m16n8k8 TF32 tensor-core MMAs instead (float networks, 8 | C <= 32); the K
@@ -61,6 +64,12 @@ struct Member {
   double re, im;
 };
 
+// One chunk of the segment path (pass_seg): first pair, positions per job, pairs,
+// input channels per column, row stride of a segment buffer.
+struct SegArgs {
+  int p0, nx, nr, cin, RS;
+};
+
 template <typename T>
 struct Vec4 {
   T v[4];
@@ -94,6 +103,8 @@ __device__ __forceinline__ void cp_async(void* dst, const void* src, const void*
   asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(d), "l"(s), "n"(kBytes), "r"(n) : "memory");
 }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
 
 // Tensor-core math (float networks only, NAQS_PIXELCNN_MATH): round to TF32, and one
 // m16n8k8 TF32 MMA with FP32 accumulation (D += A B).
@@ -116,7 +127,9 @@ struct Ctx {
   Dims d;
   Weights<T> w;
   int tile, rows, S, WS, start, pipeline, math;
-  T* xs;           // [rows][S]            gathered windows of one chunk
+  int ncol;        // segment path: columns of one segment buffer (0: path off), see pass_seg
+  int seg_min_nx;  // segment path: only for passes of at least this many positions per job
+  T* xs;           // [rows][S]            gathered windows of one chunk (or 2 segment buffers)
   T* red;          // [ks][rows4][C4]      partial sums of the K slices
   T* hcur;         // [tile][C]            h_{L-1} at the current site (kSample)
   T* wsm;          // [Kmax][WS]           the pass's weights (null: read them from global)
@@ -212,8 +225,13 @@ struct Ctx {
   }
 
   // red[kg] = xs[:, K slice kg] @ W[K slice kg, :]; W is [K][C4].
-  template <bool kShared>
-  __device__ void product(int K, const T* __restrict__ W, int rows4, const T* xs) const {
+  // kSeg: xs holds row segments (pass_seg): row r of the window matrix is not stored;
+  // its entry k = tap * cin + c (tap = 3 dy + dx) is xs[dy * RS + (cb(r) + dx) * cin + c]
+  // = xs[cb(r) * cin + k + dy * (RS - 3 cin)], cb(r) = r + 2 (job of r - first job);
+  // sg: the chunk. A 4-group of k never straddles a dy
+  // boundary (cin % 4 == 0).
+  template <bool kShared, bool kSeg = false>
+  __device__ void product(int K, const T* __restrict__ W, int rows4, const T* xs, SegArgs sg = SegArgs{}) const {
     const int C4 = d.c4, ng = C4 / 4;
     const int ws = kShared ? WS : C4;  // row stride of W
     int ntile, ks;
@@ -241,12 +259,39 @@ struct Ctx {
         for (int q = 0; q < 4; ++q) acc[i][q] = T(0);
       const T* x0 = xs + (bg * 4) * S;
       const T* wp = W + og * 4;
+      int xo[4] = {0, 0, 0, 0}, tc = 0, ex = 0;
+      if constexpr (kSeg) {
+        const int p0 = sg.p0, nx = sg.nx, nr = sg.nr, cin = sg.cin;
+        const int j0 = p0 / nx;
+        x0 = xs;
+        tc = 3 * cin;
+        ex = sg.RS - tc;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int rr = min(bg * 4 + i, nr - 1);  // padding rows: any finite row
+          xo[i] = (rr + 2 * ((p0 + rr) / nx - j0)) * cin;
+        }
+      }
       int k = k0;
+      // kSeg: one k range per input row dy of the slice (x rows shifted by dy * ex)
+      int dy = kSeg ? k0 / tc : 0;
+      int kend = kSeg ? min(k4, (dy + 1) * tc) : k4;
+      const T* xd = kSeg ? x0 + dy * ex : x0;
 #pragma unroll 1
       for (; k < k4; k += 4) {
         Vec4<T> xv[4];
+        if constexpr (kSeg) {
+          if (k >= kend) {
+            ++dy;
+            kend = min(k4, kend + tc);
+            xd += ex;
+          }
 #pragma unroll
-        for (int i = 0; i < 4; ++i) xv[i] = load4_sh(x0 + i * S + k);
+          for (int i = 0; i < 4; ++i) xv[i] = load4_sh(xd + xo[i] + k);
+        } else {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) xv[i] = load4_sh(x0 + i * S + k);
+        }
 #pragma unroll
         for (int kk = 0; kk < 4; ++kk) {
           const Vec4<T> wv = kShared ? load4_sh(wp + (k + kk) * ws) : load4_ro(wp + int64_t(k + kk) * ws);
@@ -256,11 +301,11 @@ struct Ctx {
             for (int q = 0; q < 4; ++q) acc[i][q] += xv[i].v[kk] * wv.v[q];
         }
       }
-      for (; k < k1; ++k) {
+      for (; k < k1; ++k) {  // (never for kSeg: K and the slices are multiples of 4)
         const Vec4<T> wv = kShared ? load4_sh(wp + k * ws) : load4_ro(wp + int64_t(k) * ws);
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-          const T xk = x0[i * S + k];
+          const T xk = kSeg ? x0[xo[i] + (k >= 2 * tc ? 2 * ex : (k >= tc ? ex : 0)) + k] : x0[i * S + k];
 #pragma unroll
           for (int q = 0; q < 4; ++q) acc[i][q] += xk * wv.v[q];
         }
@@ -353,6 +398,10 @@ struct Ctx {
   // (next_h, next_l) into wsm, waited for by the next pass together with its windows.
   __device__ void pass(bool is_h, int l, int y, int xb, int xe, bool keep, bool ready = false, bool next_h = true,
                        int next_l = -1) const {
+    if (ncol && l > 0 && !keep && xe - xb >= seg_min_nx) {
+      pass_seg(is_h, l, y, xb, xe, ready, next_h, next_l);
+      return;
+    }
     const int C = d.channels, C4 = d.c4;
     const int cprev = l == 0 ? 1 : C, cin = is_h ? cprev + C : cprev;
     int K;
@@ -428,6 +477,128 @@ struct Ctx {
     }
   }
 
+  // ---- Segment path (passes over rows: the row walk, kSample's vertical branch; layers
+  // l > 0, C % 4 == 0, FFMA products). Instead of the 9-tap window of every pair
+  // ([rows][K]: each input element copied up to 9 times), a chunk copies, per job it
+  // touches and per input row dy = 0..2, the one contiguous segment its windows need:
+  // columns x_first-2 .. x_last (h) or x_first-1 .. x_last+1 (v) of the job's pairs in
+  // the chunk, cin channels each (h: [h_{l-1} at row y-2+dy | v_l at row y-3+dy]; v:
+  // v_{l-1} at row y-2+dy). Job jj of the chunk (0 = the first) takes n_jj + 2 columns,
+  // so pair r's window starts at column cb(r) = r + 2 jj (product<., true>). ~3x fewer
+  // bytes and copies than the windows, and small enough for two buffers in the space of
+  // one window chunk: the next chunk's copies run during this chunk's product
+  // (cp.async groups). Buffer: [3][ncol][cin], row stride RS = ncol * cin.
+
+  // Pairs of the chunk that starts at pair p0: at most rows, and columns <= ncol.
+  __device__ int seg_chunk(int p0, int npairs, int nx) const {
+    int n = min(rows, npairs - p0);
+    const int j0 = p0 / nx;
+    while (n > 1 && n + 2 * ((p0 + n - 1) / nx - j0 + 1) > ncol) --n;
+    return n;
+  }
+
+  // Issues the cp.async copies of the segments of pairs p0 .. p0+nr-1 into buf.
+  __device__ void gather_seg(bool is_h, int l, int y, int xb, int nx, int p0, int nr, T* buf, int RS) const {
+    const int C = d.channels, cin = is_h ? 2 * C : C;
+    constexpr int VE = 16 / int(sizeof(T));
+    const int upc = cin / VE;  // 16-byte units per column
+    const int j0 = p0 / nx, q0 = p0 - j0 * nx;
+    const int n0 = min(nx - q0, nr);  // pairs of the first job
+    const int ncols = nr + 2 * ((p0 + nr - 1) / nx - j0 + 1);
+    const int total = 3 * ncols * upc;
+    const int x_first = xb + q0 - (is_h ? 2 : 1);  // lattice column of column 0
+#pragma unroll 1
+    for (int e = threadIdx.x; e < total; e += blockDim.x) {
+      const int rest = e / upc, c = (e - rest * upc) * VE;
+      const int dy = rest / ncols, sc = rest - dy * ncols;
+      int jj = 0, xx = x_first + sc;
+      if (sc >= n0 + 2) {
+        const int t = sc - (n0 + 2);
+        jj = 1 + t / (nx + 2);
+        xx = xb - (is_h ? 2 : 1) + (t - (jj - 1) * (nx + 2));
+      }
+      const Member<T>& m = mem[j0 + jj];
+      const int yy = y - 2 + dy;
+      const T* src = nullptr;
+      if (is_h) {
+        if (c < C) {
+          if (yy >= 0 && xx >= 0) src = h_at(m, l - 1, yy, xx) + c;
+        } else if (yy >= 1 && xx >= 0) {
+          src = v_at(m, l, yy - 1, xx) + (c - C);
+        }
+      } else if (yy >= 0 && xx >= 0 && xx < d.lx) {
+        src = v_at(m, l - 1, yy, xx) + c;
+      }
+      cp_async<16>(buf + dy * RS + sc * cin + c, src, w.bo);
+    }
+  }
+
+  // pass() on the segment path (same arguments, keep = false).
+  __device__ void pass_seg(bool is_h, int l, int y, int xb, int xe, bool ready, bool next_h, int next_l) const {
+    const int C = d.channels, C4 = d.c4;
+    const int cin = is_h ? 2 * C : C;
+    int K;
+    const T* W = layer_weights(is_h, l, K);
+    const T* bias = (is_h ? w.bh : w.bv) + int64_t(l) * C;
+    const int res_off = is_h ? 2 * cin : cin;  // (y, x) itself: dy = 2, dx = 2 (h) or 1 (v)
+    const int RS = ncol * cin, BS = 3 * ncol * 2 * C;
+    const int nx = xe - xb, npairs = tile * nx;
+    long long t0 = prof && threadIdx.x == 0 ? clock64() : 0;
+    if (wsm && !ready) stage_weights(K, W);
+    int p0 = 0, nr = seg_chunk(0, npairs, nx);
+    gather_seg(is_h, l, y, xb, nx, 0, nr, xs, RS);
+    cp_async_commit();  // with the weights (this pass's, or the ones the previous pass started)
+    for (int c = 0;; ++c) {
+      const T* cur = xs + (c & 1) * BS;
+      const int pn = p0 + nr;
+      const int nrn = pn < npairs ? seg_chunk(pn, npairs, nx) : 0;
+      if (nrn > 0) {
+        gather_seg(is_h, l, y, xb, nx, pn, nrn, xs + ((c + 1) & 1) * BS, RS);
+        cp_async_commit();
+        cp_async_wait_1();  // everything but the copies just issued
+      } else {
+        cp_async_wait_all();
+      }
+      __syncthreads();
+      tick(0, t0);
+      const int rows4 = (nr + 3) & ~3;
+      int ntile, ks;
+      split(rows4, C4, ntile, ks);
+      const SegArgs sg{p0, nx, nr, cin, RS};
+      if (wsm) {
+        product<true, true>(K, wsm, rows4, cur, sg);
+      } else {
+        product<false, true>(K, W, rows4, cur, sg);
+      }
+      __syncthreads();
+      tick(1, t0);
+      if (nrn == 0 && wsm && next_l >= 0) {
+        int Kn;
+        const T* Wn = layer_weights(next_h, next_l, Kn);
+        stage_weights(Kn, Wn);
+      }
+      const int j0 = p0 / nx;
+      for (int e = threadIdx.x; e < nr * C; e += blockDim.x) {
+        const int r = e / C, o = e - r * C;
+        T z = T(0);
+        for (int kg = 0; kg < ks; ++kg) z += red[(kg * rows4 + r) * C4 + o];
+        z += bias[o];
+        z = z > T(0) ? z : T(0);
+        const int p = p0 + r, j = p / nx, x = xb + (p - j * nx);
+        z += cur[2 * RS + (r + 2 * (j - j0)) * cin + res_off + o];
+        const Member<T>& m = mem[j];
+        T* base = is_h ? m.hw : m.vw;
+        base[((int64_t(l) * m.R + y % m.R) * d.lx + x) * C + o] = z;
+      }
+      __syncthreads();
+      tick(2, t0);
+      if (prof && threadIdx.x == 0) prof[5] += 1;
+      if (nrn == 0) break;
+      p0 = pn;
+      nr = nrn;
+    }
+  }
+
   // The conditional of site i for member m from its raw outputs; returns nothing,
   // updates m (and the spins / prefix sums).
   __device__ void site_out(Member<T>& m, const WalkArgs<T>& a, int i, const T* raw) const {
@@ -481,7 +652,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d,            // lat
                                                         Weights<T> w,      // kernel layout, see walker.h
                                                         WalkArgs<T> a,     // inputs/outputs of the mode
                                                         int tile, int rows, int xs_stride, int w_shared,
-                                                        int pipeline, int math,
+                                                        int pipeline, int math, int segments,
                                                         T* __restrict__ ring,         // [grid][tile][2][L][3][Lx][C]
                                                         int8_t* __restrict__ confs,   // [grid][tile][N]
                                                         long long* __restrict__ prof)  // [grid][8] or null
@@ -500,6 +671,10 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d,            // lat
   // tensor-core products need the weights in shared memory and 8 | C <= 32
   cx.math = (sizeof(T) == 4 && w_shared && C % 8 == 0 && C <= 32) ? math : int(kFFMA);
   cx.S = xs_stride;
+  // segment path: two [3][ncol][2C] buffers in the space of the window chunk
+  cx.ncol = (segments && C % 4 == 0 && cx.math == kFFMA && !pipeline) ? rows * xs_stride / (12 * C) : 0;
+  if (cx.ncol < 8) cx.ncol = 0;
+  cx.seg_min_nx = segments == 2 ? 1 : 3;
   cx.xs = reinterpret_cast<T*>(smem_raw);
   cx.red = cx.xs + size_t(rows) * xs_stride;
   cx.hcur = cx.red + size_t(max(kThr * 16, rows * d.c4));
@@ -760,12 +935,17 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   // half-size chunk buffers); measured slower on an H100 (docs/engine.md), so off.
   const char* pipe_env = std::getenv("NAQS_PIXELCNN_PIPELINE");
   const int pipeline = (pipe_env && pipe_env[0] == '1') ? 1 : 0;
+  // NAQS_PIXELCNN_SEGMENTS=0: windows gathered tap by tap on every pass (the previous
+  // kernel); default 1: row segments, double-buffered (pass_seg) on passes of >= 3
+  // positions per job; 2: also on passes of 1-2 positions (tests).
+  const char* seg_env = std::getenv("NAQS_PIXELCNN_SEGMENTS");
+  const int segments = !seg_env ? 1 : (seg_env[0] == '0' ? 0 : (seg_env[0] == '2' ? 2 : 1));
   const int math = math_mode();
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
   const auto kernel = p.threads == 512 ? walk_kernel<T, 512> : walk_kernel<T, 256>;
   if (!(env && env[0] == '1')) {
     kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared,
-                                                          pipeline, math, ring, confs, nullptr);
+                                                          pipeline, math, segments, ring, confs, nullptr);
     return cudaGetLastError();
   }
   // Diagnostics: per-CTA clock64 counters of thread 0 (time in each phase, barrier
@@ -775,7 +955,7 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   if (err != cudaSuccess) return err;
   cudaMemsetAsync(prof, 0, sizeof(long long) * 8 * p.grid, stream);
   kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared, pipeline, math,
-                                                ring, confs, prof);
+                                                segments, ring, confs, prof);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   std::vector<long long> h(size_t(8) * p.grid);
   if ((err = cudaMemcpyAsync(h.data(), prof, h.size() * sizeof(long long), cudaMemcpyDeviceToHost, stream)) !=
@@ -788,10 +968,10 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
     for (int q = 0; q < 8; ++q) sum[q] += double(h[size_t(b) * 8 + q]) / p.grid;
   const double tot = sum[4] > 0 ? sum[4] : 1;
   std::fprintf(stderr,
-               "naqs-walker-profile threads=%d mode=%d math=%d pipeline=%d jobs=%lld grid=%d tile=%d rows=%d w_shared=%d smem=%zu | per CTA: "
+               "naqs-walker-profile threads=%d mode=%d math=%d pipeline=%d segments=%d jobs=%lld grid=%d tile=%d rows=%d w_shared=%d smem=%zu | per CTA: "
                "%.3g Mcycles, %.0f chunks (%.0f cycles each) | gather+wait %.1f%% product %.1f%% finish %.1f%% "
                "outputs %.1f%%\n",
-               p.threads, a.mode, math, pipeline, (long long)a.n_jobs, p.grid, p.tile, p.rows, p.w_shared, p.smem, sum[4] / 1e6, sum[5],
+               p.threads, a.mode, math, pipeline, segments, (long long)a.n_jobs, p.grid, p.tile, p.rows, p.w_shared, p.smem, sum[4] / 1e6, sum[5],
                sum[5] > 0 ? (sum[0] + sum[1] + sum[2]) / sum[5] : 0.0, 100 * sum[0] / tot, 100 * sum[1] / tot,
                100 * sum[2] / tot, 100 * sum[3] / tot);
   return cudaSuccess;
