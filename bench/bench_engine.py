@@ -368,7 +368,48 @@ def main(argv=None):
                     f"Ising E_loc (B={nb}) {te*1e3:.2f} ms")
             print(line, flush=True)
             ab_lines.append("- " + line)
-    rows = []
+    rows, vmc_rows = [], []
+
+    def report(final: bool) -> str:
+        """The markdown table of what has run so far (rewritten after every configuration,
+        so a run cut by a time limit still leaves its finished rows)."""
+        date = datetime.date.today().isoformat()
+        lines = [
+            f"# Engine benchmark: {name}",
+            "",
+            f"- date {date}, git commit {git_commit()}, torch {torch.__version__}, build {ops.build_info()}",
+            f"- command: `python {' '.join(sys.argv)}`",
+            f"- matmul ceilings (float32 {8192 if device.type == 'cuda' else 1024}^3): fp32 {ceilings['fp32']:.1f} "
+            f"TFLOP/s, TF32 {ceilings['tf32']:.1f} TFLOP/s",
+            "- float32 networks, 32 channels; forward = one batched `model.raw_outputs`; 'fwd' = time / forward time "
+            "of the same batch; FLOPs counted analytically (bench_engine.forward_flops / connected_flops); the "
+            "reference sampler's FLOPs are N forward passes, the reference local energy's N forward passes per sample",
+            "",
+            "| config | what | ms | samples/s | x forward | TFLOP/s | % fp32 | % TF32 |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for r in rows:
+            lines.append(f"| {r['config']} | {r['what']} | {r['ms']:.2f} | {r['sps']:.0f} | {r['fwd_ratio']:.2f} | "
+                         f"{r['tflops']:.2f} | {100*r['frac_fp32']:.1f} | {100*r['frac_tf32']:.1f} |")
+        lines += ["", "VMC step (exact sample + Ising local energy + gradient + Adam update):", "",
+                  "| config | kernel ms | naive ms | speed-up |", "| --- | ---: | ---: | ---: |"]
+        for cfg, tk, tn, sp in vmc_rows:
+            naive_ms = f"{tn*1e3:.1f}" if tn is not None else "-"
+            lines.append(f"| {cfg} | {tk*1e3:.1f} | {naive_ms} | {sp:.1f}x |")
+        if ab_lines:
+            lines += ["", "Kernel switches (A/B, first configuration):", ""] + ab_lines
+        if args.precision:
+            lines += ["", "Local-energy precision of float32 networks per math mode (NAQS_PIXELCNN_MATH) vs the "
+                      "float64 network, Ising, 200 samples:", ""]
+            lines += precision_table(device, [m for m in args.precision.split(",") if m])
+        text = "\n".join(lines) + "\n"
+        if not final:
+            text += "\n(partial: the run was still going when this was written)\n"
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(text)
+        return text
+
     for lx, blocks, batch, ref in configs:
         r = bench_config(lx, blocks, 32, batch, device, ceilings, ref, args.le_batch, legacy=args.legacy)
         for row in r:
@@ -376,48 +417,16 @@ def main(argv=None):
                   f"{row['fwd_ratio']:8.2f} fwd | {row['tflops']:6.2f} TF/s | {100*row['frac_tf32']:5.1f}% tf32",
                   flush=True)
         rows += r
-    vmc_rows = []
+        report(final=False)
     for lx, blocks, batch in vmc_cfgs:
         res = bench_vmc(lx, blocks, batch, device, naive=vmc_naive[(lx, blocks, batch)])
         speedup = res["naive"] / res["kernel"] if "naive" in res else float("nan")
         vmc_rows.append((f"{lx}x{lx} L={blocks} C=32 B={batch}", res.get("kernel"), res.get("naive"), speedup))
         print(f"VMC step {lx}x{lx} L={blocks} B={batch}: kernel {res['kernel']*1e3:.1f} ms, naive "
               f"{res.get('naive', float('nan'))*1e3:.1f} ms, speed-up {speedup:.1f}x", flush=True)
+        report(final=False)
 
-    date = datetime.date.today().isoformat()
-    lines = [
-        f"# Engine benchmark: {name}",
-        "",
-        f"- date {date}, git commit {git_commit()}, torch {torch.__version__}, build {ops.build_info()}",
-        f"- command: `python {' '.join(sys.argv)}`",
-        f"- matmul ceilings (float32 {8192 if device.type == 'cuda' else 1024}^3): fp32 {ceilings['fp32']:.1f} "
-        f"TFLOP/s, TF32 {ceilings['tf32']:.1f} TFLOP/s",
-        "- float32 networks, 32 channels; forward = one batched `model.raw_outputs`; 'fwd' = time / forward time "
-        "of the same batch; FLOPs counted analytically (bench_engine.forward_flops / connected_flops); the "
-        "reference sampler's FLOPs are N forward passes, the reference local energy's N forward passes per sample",
-        "",
-        "| config | what | ms | samples/s | x forward | TFLOP/s | % fp32 | % TF32 |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in rows:
-        lines.append(f"| {r['config']} | {r['what']} | {r['ms']:.2f} | {r['sps']:.0f} | {r['fwd_ratio']:.2f} | "
-                     f"{r['tflops']:.2f} | {100*r['frac_fp32']:.1f} | {100*r['frac_tf32']:.1f} |")
-    lines += ["", "VMC step (exact sample + Ising local energy + gradient + Adam update):", "",
-              "| config | kernel ms | naive ms | speed-up |", "| --- | ---: | ---: | ---: |"]
-    for cfg, tk, tn, sp in vmc_rows:
-        naive_ms = f"{tn*1e3:.1f}" if tn is not None else "-"
-        lines.append(f"| {cfg} | {tk*1e3:.1f} | {naive_ms} | {sp:.1f}x |")
-    if ab_lines:
-        lines += ["", "Kernel switches (A/B, first configuration):", ""] + ab_lines
-    if args.precision:
-        lines += ["", "Local-energy precision of float32 networks per math mode (NAQS_PIXELCNN_MATH) vs the "
-                  "float64 network, Ising, 200 samples:", ""]
-        lines += precision_table(device, [m for m in args.precision.split(",") if m])
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    print(report(final=True))
 
 
 if __name__ == "__main__":
