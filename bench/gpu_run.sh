@@ -12,7 +12,7 @@
 # quick set (for a short lease). NAQS_GPU_ENGINE_ONLY=1 also skips the CUDA tests
 # outside tests/test_engine.py. NAQS_BENCH_ARGS: extra arguments of bench_engine.py
 # (e.g. "--configs 21x20x4096 --vmc 12x10x1000n --profile"); the default adds
-# --legacy (the first kernel timed side by side).
+# --legacy (the first kernel timed side by side). NAQS_GPU_SKIP_ED=1 skips bench/gpu_ed.sh.
 set -u -o pipefail
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
@@ -97,7 +97,7 @@ timeout $LEFT $PY bench/bench_engine.py --device cuda $QUICK_FLAG $BENCH_ARGS --
 echo "bench rc=$? ($LEFT s allowed; args: $QUICK_FLAG $BENCH_ARGS)" | tee -a "$SUMMARY"
 grep "naqs-walker-profile\|^profile" "$OUT/bench.log" | tee -a "$SUMMARY"
 
-if [ -f bench/gpu_ed.sh ] && [ "$QUICK" != 1 ] && [ "${NAQS_GPU_ENGINE_ONLY:-0}" != 1 ]; then
+if [ -f bench/gpu_ed.sh ] && [ "$QUICK" != 1 ] && [ "${NAQS_GPU_ENGINE_ONLY:-0}" != 1 ] && [ "${NAQS_GPU_SKIP_ED:-0}" != 1 ]; then
   echo "== bench/gpu_ed.sh (exact diagonalization)"
   LEFT=$((BUDGET - SECONDS - 10))
   if [ $LEFT -gt 40 ]; then
