@@ -911,6 +911,13 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out) {
       break;
     }
   }
+  // NAQS_PIXELCNN_TILE=4|8|16|32: jobs per CTA (A/B of the rings' L2 footprint against the
+  // per-pass weight staging, which fewer jobs per CTA amortize worse).
+  const char* tile_env = std::getenv("NAQS_PIXELCNN_TILE");
+  if (tile_env) {
+    const int want = std::atoi(tile_env);
+    if (want == 4 || want == 8 || want == 16 || want == 32) tile = std::min(want, p.rows);
+  }
   p.tile = tile;
   p.k_split = 0;
   p.smem = smem_bytes(d, tile, p.rows, sizeof(T), sizeof(Member<T>), p.w_shared != 0, p.threads);
