@@ -398,7 +398,7 @@ def main(argv=None):
             lines.append(f"| {cfg} | {tk*1e3:.1f} | {naive_ms} | {sp:.1f}x |")
         if ab_lines:
             lines += ["", "Kernel switches (A/B, first configuration):", ""] + ab_lines
-        if args.precision:
+        if args.precision and final:  # measured once, at the end (it runs the networks)
             lines += ["", "Local-energy precision of float32 networks per math mode (NAQS_PIXELCNN_MATH) vs the "
                       "float64 network, Ising, 200 samples:", ""]
             lines += precision_table(device, [m for m in args.precision.split(",") if m])
