@@ -287,6 +287,18 @@ def connected_log_psi(model, spins, flips, counts, memory_budget: int | None = N
     return torch.where(mask, out, torch.zeros_like(out))
 
 
+def pixelcnn_cone(lx: int, ly: int, blocks: int, sites) -> tuple[torch.Tensor, torch.Tensor]:
+    """The light cone the connected kernels walk for a configuration with ``sites``
+    flipped: boolean masks ``(h, v)`` of shape ``[blocks, ly, lx]``, True where the
+    kernel recomputes ``h_l`` / ``v_l`` (everything else is read from the unflipped
+    sample's activations). A superset of the positions that can change; exact for one
+    flipped site (csrc/pixelcnn/cone.h)."""
+    if _C is None:
+        raise RuntimeError("pixelcnn_cone needs the compiled extension naqs._C")
+    h, v = _C.pixelcnn_cone(int(lx), int(ly), int(blocks), [int(i) for i in sites])
+    return h, v
+
+
 def _image(model, spins, g):
     """``T_g s`` for one transformation: ``[B, N]`` int8."""
     image = spins[:, model.perms[g]]

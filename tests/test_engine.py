@@ -195,6 +195,92 @@ def test_connected_matches_reference(device, shape, dtype):
     _assert_connected_close(got_small, got, 0.0)
 
 
+def _changed_positions(lx, ly, blocks, sites):
+    """Positions of h_l and v_l ([blocks, ly, lx] masks) that can change when ``sites``
+    are flipped, following the receptive fields of PixelCNN one block at a time: v_l at
+    (y, x) reads rows y-2..y, cols x-1..x+1 of v_(l-1) (the spins for l = 0); h_l reads
+    rows y-2..y, cols x-2..x of h_(l-1) (block 0: the spins, its own site masked) and of
+    down(v_l), i.e. v_l at rows y-3..y-1."""
+
+    def spread(src, offsets):
+        out = torch.zeros(ly, lx, dtype=torch.bool)
+        for y, x in src.nonzero().tolist():
+            for dy, dx in offsets:
+                if 0 <= y + dy < ly and 0 <= x + dx < lx:
+                    out[y + dy, x + dx] = True
+        return out
+
+    flipped = torch.zeros(ly, lx, dtype=torch.bool)
+    for i in sites:
+        flipped[i // lx, i % lx] = True
+    v_reads = [(dy, dx) for dy in range(3) for dx in (-1, 0, 1)]
+    h_reads = [(dy, dx) for dy in range(3) for dx in range(3)]
+    down_reads = [(dy + 1, dx) for dy, dx in h_reads]
+    hs, vs = [], []
+    h = v = flipped
+    for block in range(blocks):
+        v = spread(v, v_reads)
+        h = spread(h, h_reads if block else [o for o in h_reads if o != (0, 0)]) | spread(v, down_reads)
+        hs.append(h)
+        vs.append(v)
+    return torch.stack(hs), torch.stack(vs)
+
+
+def test_light_cone_covers_every_change():
+    """The kernels' light cone (cone.h) contains every activation a flip can change,
+    and is exactly that set for one flipped site (the last row's v_l is never computed:
+    nothing reads it)."""
+    gen = torch.Generator().manual_seed(7)
+    for trial in range(60):
+        lx, ly = (int(v) for v in torch.randint(1, 11, (2,), generator=gen))
+        blocks = int(torch.randint(1, 7, (1,), generator=gen))
+        n = lx * ly
+        n_flips = 1 if trial % 3 == 0 or n == 1 else int(torch.randint(2, min(n, 5) + 1, (1,), generator=gen))
+        sites = torch.randperm(n, generator=gen)[:n_flips].tolist()
+        h_k, v_k = ops.pixelcnn_cone(lx, ly, blocks, sites)
+        h_x, v_x = _changed_positions(lx, ly, blocks, sites)
+        v_x[:, ly - 1] = False
+        assert h_k.shape == (blocks, ly, lx) and v_k.shape == (blocks, ly, lx)
+        assert not (h_x & ~h_k).any() and not (v_x & ~v_k).any(), (lx, ly, blocks, sites)
+        if n_flips == 1:
+            assert torch.equal(h_k, h_x) and torch.equal(v_k, v_x), (lx, ly, blocks, sites)
+    # the cone skips work: one flip in the middle of 12x12 with 2 blocks
+    h_k, v_k = ops.pixelcnn_cone(12, 12, 2, [5 * 12 + 6])
+    assert h_k.sum() < 0.3 * h_k.numel() and v_k.sum() < 0.3 * v_k.numel()
+    with pytest.raises(ValueError, match="outside the lattice"):
+        ops.pixelcnn_cone(3, 3, 2, [9])
+
+
+# lattices wider and taller than the receptive field of their few blocks: most positions
+# after a flip are outside its light cone
+CONE_SHAPES = [
+    (9, 7, 2, 5, None),
+    (6, 10, 3, 4, 0),
+    (11, 4, 1, 3, None),
+    (8, 8, 4, 8, None),
+]
+
+
+@pytest.mark.parametrize("shape", CONE_SHAPES, ids=_ids)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_connected_light_cone(device, monkeypatch, shape, dtype):
+    """Connected log psi on lattices where the light cone skips most of the walk:
+    equal to the reference, and to the walk of everything after k
+    (NAQS_PIXELCNN_CONE=0), which recomputes the skipped positions."""
+    lx, ly, blocks, channels, mag = shape
+    model = _model(lx, ly, blocks, channels, dtype, device, mag)
+    n = model.n_sites
+    batch = 10
+    spins, _ = model.sample_reference(batch, uniforms=_uniforms(batch, n, device))
+    flips, counts = _mixed_flips(batch, n, device, torch.Generator().manual_seed(11))
+    ref = connected_log_psi_reference(model, spins, flips, counts)
+    got = ops.connected_log_psi(model, spins, flips, counts)
+    _assert_connected_close(got, ref, 1e-10 if dtype == torch.float64 else 1e-4)
+    monkeypatch.setenv("NAQS_PIXELCNN_CONE", "0")
+    full = ops.connected_log_psi(model, spins, flips, counts)
+    _assert_connected_close(got, full, 1e-12 if dtype == torch.float64 else 1e-6)
+
+
 def test_log_psi_kernel_and_sign_rule(device):
     n = 12
     sign = torch.tensor([(i % 4 + i // 4) % 2 for i in range(n)], dtype=torch.float32)

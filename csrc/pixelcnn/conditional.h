@@ -5,11 +5,7 @@
 #include <cmath>
 #include <cstdint>
 
-#ifdef __CUDACC__
-#define NAQS_HD __host__ __device__ __forceinline__
-#else
-#define NAQS_HD inline
-#endif
+#include "hd.h"
 
 namespace naqs {
 namespace pixelcnn {

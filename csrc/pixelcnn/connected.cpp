@@ -7,6 +7,7 @@
 // from k onward only, reading everything before k from the sample's storage; the
 // result is P_k + sum_{i>=k} log psi_i(s'_i), so log psi(s') - log psi(s) comes from
 // the differing suffix alone.
+#include "cone.h"
 #include "front.h"
 
 namespace naqs {
@@ -52,6 +53,10 @@ at::Tensor pixelcnn_connected(const std::vector<at::Tensor>& weights,  // packed
   const int64_t elem = net.dtype == at::kFloat ? 4 : 8;
   const int64_t per_sample = 2 * int64_t(net.dims.blocks) * n * net.dims.channels * elem + (n + 1) * 16;
   const int64_t chunk = std::max<int64_t>(1, memory_budget / per_sample);
+  // NAQS_PIXELCNN_CONE=0: walk everything from k on (the walk before the light cone;
+  // A/B benchmarks and tests), read at each call.
+  const char* cone_env = std::getenv("NAQS_PIXELCNN_CONE");
+  const int cone = (cone_env && cone_env[0] == '0') ? 0 : 1;
   auto go = [&](auto tag) {
     using T = decltype(tag);
     for (int64_t b0 = 0; b0 < batch; b0 += chunk) {
@@ -84,6 +89,7 @@ at::Tensor pixelcnn_connected(const std::vector<at::Tensor>& weights,  // packed
       c.flips = fl.data_ptr<int64_t>();
       c.n_conn = m_conn;
       c.out = out.narrow(0, b0, nb).data_ptr<double>();
+      c.cone = cone;
       run_walk<T>(net, c);
     }
   };
@@ -91,7 +97,32 @@ at::Tensor pixelcnn_connected(const std::vector<at::Tensor>& weights,  // packed
   return out;
 }
 
+// The light cone the connected walks use (cone.h), as masks [L, Ly, Lx] of the positions
+// of h_l and v_l that a walk of s with `sites` flipped computes (tests check it against
+// an explicit dilation of the flipped sites).
+std::tuple<at::Tensor, at::Tensor> pixelcnn_cone(int64_t lx, int64_t ly, int64_t blocks, std::vector<int64_t> sites) {
+  NAQS_CHECK_VALUE(lx >= 1 && ly >= 1 && blocks >= 1, "lx, ly and blocks must be positive, got ", lx, ", ", ly,
+                   ", ", blocks);
+  NAQS_CHECK_VALUE(!sites.empty(), "sites must name at least one flipped site");
+  Cone cone = Cone::of_flips(int(lx), int(ly));
+  for (const int64_t i : sites) {
+    NAQS_CHECK_VALUE(i >= 0 && i < lx * ly, "flipped site ", i, " is outside the lattice of ", lx * ly, " sites");
+    cone.add(int(i));
+  }
+  auto h = at::zeros({blocks, ly, lx}, at::kBool), v = at::zeros({blocks, ly, lx}, at::kBool);
+  auto ha = h.accessor<bool, 3>(), va = v.accessor<bool, 3>();
+  for (int l = 0; l < blocks; ++l)
+    for (int y = 0; y < ly; ++y)
+      for (int x = 0; x < lx; ++x) {
+        ha[l][y][x] = cone.has_h(l, y, x);
+        va[l][y][x] = cone.has_v(l, y, x);
+      }
+  return {h, v};
+}
+
 void register_ops(pybind11::module_& m) {
+  m.def("pixelcnn_cone", &pixelcnn_cone, pybind11::arg("lx"), pybind11::arg("ly"), pybind11::arg("blocks"),
+        pybind11::arg("sites"), "masks [L, Ly, Lx] (h, v) of the light cone a connected walk computes (cone.h).");
   m.def("pixelcnn_connected", &pixelcnn_connected, pybind11::arg("weights"), pybind11::arg("lx"),
         pybind11::arg("ly"), pybind11::arg("magnetization"), pybind11::arg("spins"), pybind11::arg("flips"),
         pybind11::arg("counts"), pybind11::arg("memory_budget") = int64_t(1) << 30,

@@ -18,7 +18,9 @@
 //                by k. Walks s' = s with the flips applied from site k only: activations
 //                of positions before k are read from s's storage (they are equal), the
 //                rest go to a 3-row ring. Output P_k(s) + sum_{i>=k} log psi_i(s'_i)
-//                accumulated in float64: the common prefix is exactly s's.
+//                accumulated in float64: the common prefix is exactly s's. Only the
+//                activations in the light cone of the flips (cone.h) are computed;
+//                the others are read from s's storage too.
 //
 // Weight layout (repacked by the front end from PixelCNN.packed_weights(); C4 = C
 // rounded up to a multiple of 4, padding columns zero; k = tap * Cin + c with
@@ -78,6 +80,7 @@ struct WalkArgs {
   const int64_t* flips;  // [B, M, 2]
   int64_t n_conn;        // M
   double* out;           // [B, M, 2]
+  int cone;              // 1: walk only the light cone of the flips (cone.h), 0: everything from k on
 };
 
 }  // namespace pixelcnn

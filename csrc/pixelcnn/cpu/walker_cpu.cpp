@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../conditional.h"
+#include "../cone.h"
 
 namespace naqs {
 namespace pixelcnn {
@@ -37,11 +38,11 @@ struct Walker {
   T* h = nullptr;
   T* v = nullptr;
   int R = 3;
-  // positions before `start` (rows before start_row for v) come from this storage of
-  // the unflipped sample, [L][Ly][Lx][C]
+  // positions outside `cone` come from this storage of the unflipped sample,
+  // [L][Ly][Lx][C] (connected walks; null otherwise: everything is walked)
   const T* hp = nullptr;
   const T* vp = nullptr;
-  int start = 0, start_row = 0;
+  Cone cone;
   const int8_t* s = nullptr;  // the configuration being walked [N]
   std::vector<T> acc_dyn;
 
@@ -54,14 +55,15 @@ struct Walker {
         Ly(dims.ly),
         N(dims.n_sites),
         L(dims.blocks),
+        cone(Cone::everything(dims.lx, dims.ly, 0)),
         acc_dyn(dims.c4) {}
 
   const T* h_at(int l, int r, int x) const {
-    if (hp && r * Lx + x < start) return hp + ((int64_t(l) * Ly + r) * Lx + x) * C;
+    if (hp && !cone.has_h(l, r, x)) return hp + ((int64_t(l) * Ly + r) * Lx + x) * C;
     return h + ((int64_t(l) * R + r % R) * Lx + x) * C;
   }
   const T* v_at(int l, int r, int x) const {
-    if (vp && r < start_row) return vp + ((int64_t(l) * Ly + r) * Lx + x) * C;
+    if (vp && !cone.has_v(l, r, x)) return vp + ((int64_t(l) * Ly + r) * Lx + x) * C;
     return v + ((int64_t(l) * R + r % R) * Lx + x) * C;
   }
   T* h_w(int l, int r, int x) { return h + ((int64_t(l) * R + r % R) * Lx + x) * C; }
@@ -109,15 +111,15 @@ struct Walker {
     }
   }
 
-  // v_l for the whole row y: window rows y-2..y, cols x-1..x+1 of v_{l-1}.
-  void v_row(int l, int y) {
+  // v_l for columns xb..xe of row y: window rows y-2..y, cols x-1..x+1 of v_{l-1}.
+  void v_row(int l, int y, int xb, int xe) {
     const int c4 = CC4 ? CC4 : C4;
     T acc_local[CC4 ? CC4 : 1];
     T* a = CC4 ? acc_local : acc_dyn.data();
     const int cin = l == 0 ? 1 : C;
     const T* W = l == 0 ? w.wv0 : w.wv + int64_t(l - 1) * 9 * C * C4;
     const T* bias = w.bv + int64_t(l) * C;
-    for (int x = 0; x < Lx; ++x) {
+    for (int x = xb; x <= xe; ++x) {
       for (int o = 0; o < c4; ++o) a[o] = T(0);
       for (int dy = 0; dy < 3; ++dy) {
         const int yy = y - 2 + dy;
@@ -154,24 +156,30 @@ struct Walker {
     }
   }
 
-  // Walk sites first..N-1; per_site(i, raw) may write s[i] (sampling) before the
-  // vertical branch of a finished row reads it.
+  // Walk sites first..N-1 (cone.start = first), computing the activations in the cone
+  // only; per_site(i, raw) may write s[i] (sampling) before the vertical branch of a
+  // finished row reads it.
   template <typename F>
   void walk(int first, F&& per_site) {
     for (int i = first; i < N; ++i) {
       const int y = i / Lx, x = i % Lx;
-      for (int l = 0; l < L; ++l) h_site(l, y, x);
+      for (int l = 0; l < L; ++l)
+        if (cone.has_h(l, y, x)) h_site(l, y, x);
       T raw[4];
       outputs(y, x, raw);
       per_site(i, raw);
-      if (x == Lx - 1 && y < Ly - 1)
-        for (int l = 0; l < L; ++l) v_row(l, y);
+      if (x == Lx - 1) {
+        int lo, hi;
+        for (int l = 0; l < L; ++l)
+          if (cone.v_cols(l, y, lo, hi)) v_row(l, y, lo, hi);
+      }
     }
   }
 };
 
 template <typename T, int CC4>
 void run(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a) {
+  const bool use_cone = a.cone;
   const int N = d.n_sites;
   const int64_t per_job_act = int64_t(d.blocks) * d.ly * d.lx * d.channels;  // storage
   const int64_t ring_size = int64_t(d.blocks) * 3 * d.lx * d.channels;
@@ -182,7 +190,7 @@ void run(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a) {
     std::vector<int8_t> conf(N);
     for (int64_t job = begin; job < end; ++job) {
       wk.hp = wk.vp = nullptr;
-      wk.start = wk.start_row = 0;
+      wk.cone = Cone::everything(d.lx, d.ly, 0);
       wk.h = ring_h.data();
       wk.v = ring_v.data();
       wk.R = 3;
@@ -243,8 +251,15 @@ void run(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a) {
         wk.s = conf.data();
         wk.hp = a.store_h + b * per_job_act;
         wk.vp = a.store_v + b * per_job_act;
-        wk.start = k;
-        wk.start_row = k / d.lx;
+        if (use_cone) {
+          wk.cone = Cone::of_flips(d.lx, d.ly);
+          for (int q = 0; q < 2; ++q) {
+            const int64_t site = a.flips[(b * a.n_conn + m) * 2 + q];
+            if (site >= 0) wk.cone.add(int(site));
+          }
+        } else {
+          wk.cone = Cone::everything(d.lx, d.ly, k);
+        }
         for (int i = 0; i < k; ++i) ups += conf[i] > 0;
         wk.walk(k, [&](int i, const T* raw) {
           bool ad, au;

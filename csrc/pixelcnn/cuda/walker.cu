@@ -25,7 +25,9 @@
 //   kForward, kConnected: the spins are given, so nothing is sequential within a row:
 //     per row and block one horizontal and one vertical pass over the whole row (rows
 //     = tile x Lx pairs), then the conditionals of the row's sites. Same FLOPs as the
-//     site walk, ~Lx times fewer dependent steps.
+//     site walk, ~Lx times fewer dependent steps. kConnected passes cover only the
+//     columns of the light cone of the tile's flips (../cone.h); every other position
+//     is read from the sample's storage, and passes with no columns are skipped.
 // Row rings (3 rows of h and v per block per job) live in global memory (scratch).
 // NAQS_PIXELCNN_PROFILE=1 prints per-phase clock64 counters of every walk (stderr).
 // Includes only the CUDA runtime.
@@ -39,6 +41,7 @@
 #include <vector>
 
 #include "../conditional.h"
+#include "../cone.h"
 #include "walker_cuda.h"
 
 namespace naqs {
@@ -126,7 +129,12 @@ template <typename T>
 struct Ctx {
   Dims d;
   Weights<T> w;
-  int tile, rows, S, WS, start, pipeline, math;
+  // Columns walked per block and row, [L][Ly] packed lo | hi << 16 (empty: lo > hi),
+  // filled per tile from its Cone (../cone.h): one shared-memory word per test keeps
+  // the copy loops' registers low. Everything else is read from the storage.
+  const int* cols_h;
+  const int* cols_v;
+  int tile, rows, S, WS, pipeline, math;
   int ncol;        // segment path: columns of one segment buffer (0: path off), see pass_seg
   int seg_min_nx;  // segment path: only for passes of at least this many positions per job
   T* xs;           // [rows][S]            gathered windows of one chunk (or 2 segment buffers)
@@ -145,12 +153,14 @@ struct Ctx {
     }
   }
 
+  __device__ static bool in_cols(int packed, int x) { return x >= (packed & 0xffff) && x <= (packed >> 16); }
+
   __device__ const T* h_at(const Member<T>& m, int l, int r, int x) const {
-    if (m.hp && r * d.lx + x < start) return m.hp + ((int64_t(l) * d.ly + r) * d.lx + x) * d.channels;
+    if (m.hp && !in_cols(cols_h[l * d.ly + r], x)) return m.hp + ((int64_t(l) * d.ly + r) * d.lx + x) * d.channels;
     return m.hw + ((int64_t(l) * m.R + r % m.R) * d.lx + x) * d.channels;
   }
   __device__ const T* v_at(const Member<T>& m, int l, int r, int x) const {
-    if (m.vp && r < start / d.lx) return m.vp + ((int64_t(l) * d.ly + r) * d.lx + x) * d.channels;
+    if (m.vp && !in_cols(cols_v[l * d.ly + r], x)) return m.vp + ((int64_t(l) * d.ly + r) * d.lx + x) * d.channels;
     return m.vw + ((int64_t(l) * m.R + r % m.R) * d.lx + x) * d.channels;
   }
 
@@ -624,6 +634,24 @@ struct Ctx {
     }
   }
 
+  // The row walk's passes in order, numbered q = 2 (L y + l) + (0: h_l, 1: v_l) (h_l
+  // of row y reads v_l of row y-3 from the ring slot that v_l of row y replaces).
+  // Columns [lo, hi] of pass q; false when it has none.
+  __device__ bool pass_cols(int q, int& lo, int& hi) const {
+    const int l = (q >> 1) % d.blocks, y = (q >> 1) / d.blocks;
+    const int packed = ((q & 1) ? cols_v : cols_h)[l * d.ly + y];
+    lo = packed & 0xffff;
+    hi = packed >> 16;
+    return lo <= hi;
+  }
+  // The first pass >= q with columns to compute, or -1.
+  __device__ int next_pass(int q) const {
+    int lo, hi;
+    for (; q < 2 * d.blocks * d.ly; ++q)
+      if (pass_cols(q, lo, hi)) return q;
+    return -1;
+  }
+
   // Row walk: the conditionals of sites (y, xb..Lx-1) of every job from h_{L-1}.
   __device__ void row_out(Member<T>* mems, const WalkArgs<T>& a, int y, int xb) const {
     const int C = d.channels, L = d.blocks;
@@ -688,6 +716,11 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d,            // lat
     off += size_t(kmax) * (d.c4 + 8) * sizeof(T);
   }
   cx.mem = reinterpret_cast<Member<T>*>(smem_raw + off);
+  Cone* cone_sh = reinterpret_cast<Cone*>(smem_raw + off + size_t(tile) * sizeof(Member<T>));
+  int* cols_h = reinterpret_cast<int*>(cone_sh + 1);
+  int* cols_v = cols_h + L * d.ly;
+  cx.cols_h = cols_h;
+  cx.cols_v = cols_v;
   cx.prof = prof ? prof + 8 * blockIdx.x : nullptr;
   const int64_t ring_job = int64_t(L) * 3 * d.lx * C;  // one branch of one job
   const int64_t store_job = int64_t(L) * d.ly * d.lx * C;
@@ -745,7 +778,29 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d,            // lat
     }
     __syncthreads();
     const int start = a.mode == kConnected ? cx.mem[0].k : 0;  // jobs sorted by k: the tile's minimum
-    cx.start = start;
+    if (threadIdx.x == 0) {
+      // kConnected: the bounding box of every flipped site of the tile (the mirrored
+      // invalid jobs repeat the first job)
+      Cone c = Cone::everything(d.lx, d.ly, start);
+      if (a.mode == kConnected && a.cone) {
+        c = Cone::of_flips(d.lx, d.ly);
+        for (int j = 0; j < tile; ++j) {
+          const Member<T>& m = cx.mem[j];
+          for (int q = 0; q < 2; ++q) {
+            const int64_t site = a.flips[(m.b * a.n_conn + m.m) * 2 + q];
+            if (site >= 0) c.add(int(site));
+          }
+        }
+      }
+      *cone_sh = c;
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < L * d.ly; e += blockDim.x) {
+      const int l = e / d.ly, y = e - l * d.ly;
+      int lo, hi;
+      cols_h[e] = cone_sh->h_cols(l, y, lo, hi) ? lo | (hi << 16) : 1;
+      cols_v[e] = cone_sh->v_cols(l, y, lo, hi) ? lo | (hi << 16) : 1;
+    }
     if (threadIdx.x < tile) {
       Member<T>& m = cx.mem[threadIdx.x];
       if (a.mode == kConnected) {
@@ -796,20 +851,24 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d,            // lat
           for (int l = 0; l < L; ++l) cx.pass(false, l, y, 0, d.lx, false, true, l == L - 1, l < L - 1 ? l + 1 : 0);
       }
     } else {
-      // ---- row walk (spins given)
+      // ---- row walk (spins given): per row and block, h_l then v_l (h_l of row y
+      // reads v_l of row y-3 from the ring slot v_l of row y replaces), each over the
+      // columns of the cone; each pass starts the copy of the next pass's weights.
       const int row0 = start / d.lx;
+      int q = cx.next_pass(2 * L * row0);
+      bool staged = false;
       for (int y = row0; y < d.ly; ++y) {
-        const int xb = y == row0 ? start - row0 * d.lx : 0;
-        const bool has_v = y < d.ly - 1;
-        for (int l = 0; l < L; ++l) {
-          // h_l before v_l of row y replaces row y-3 in the ring; each pass starts the
-          // copy of the next one's weights (h_0 of the next row after the last)
-          const int nl_after_v = l < L - 1 ? l + 1 : (y + 1 < d.ly ? 0 : -1);
-          cx.pass(true, l, y, xb, d.lx, false, y > row0 || l > 0, !has_v, has_v ? l : nl_after_v);
-          if (has_v) cx.pass(false, l, y, 0, d.lx, false, true, true, nl_after_v);
+        while (q >= 0 && (q >> 1) / L == y) {
+          const int qn = cx.next_pass(q + 1);
+          int lo, hi;
+          cx.pass_cols(q, lo, hi);
+          cx.pass(!(q & 1), (q >> 1) % L, y, lo, hi + 1, false, staged, qn >= 0 && !(qn & 1),
+                  qn >= 0 ? (qn >> 1) % L : -1);
+          staged = qn >= 0;
+          q = qn;
         }
         long long t0 = cx.prof && threadIdx.x == 0 ? clock64() : 0;
-        cx.row_out(cx.mem, a, y, xb);
+        cx.row_out(cx.mem, a, y, y == row0 ? start - row0 * d.lx : 0);
         cx.tick(3, t0);
       }
     }
@@ -845,7 +904,7 @@ size_t smem_bytes(const Dims& d, int tile, int rows, size_t elem, size_t member,
   n += size_t(tile) * d.channels + size_t(tile) * kOutChunk * 4;  // hcur, raw
   size_t bytes = (n * elem + 15) & ~size_t(15);
   if (w_shared) bytes += size_t(kmax) * (d.c4 + 8) * elem;
-  return bytes + size_t(tile) * member + 16;
+  return bytes + size_t(tile) * member + sizeof(Cone) + size_t(2) * d.blocks * d.ly * sizeof(int) + 16;
 }
 
 // NAQS_PIXELCNN_MATH: ffma (default: FP32/FP64 FFMA), 3xtf32 or tf32 (float networks;
