@@ -80,15 +80,32 @@ def forward_flops(lx, ly, blocks, c) -> float:
 
 def connected_flops(lx, ly, blocks, c) -> float:
     """Ising local energy by the kernel, one sample: its own forward plus, for each
-    single flip at site k, the horizontal branch at sites k..N-1 and the vertical
-    branch of rows row(k)..Ly-2."""
+    single flip at site k, the activations of the flip's light cone (what the kernel
+    computes: ``ops.pixelcnn_cone``; the rest is read from the sample's storage) and the
+    outputs of sites k..N-1. With NAQS_PIXELCNN_CONE=0 the kernel walks more (the
+    horizontal branch at every site from k, the vertical branch of every row from
+    row(k)); this count stays the cone's, so it is the useful work in both cases."""
+    n = lx * ly
+    h_pos = [2 * 9 * c * ((1 if layer == 0 else c) + c) for layer in range(blocks)]
+    v_pos = [2 * 9 * c * (1 if layer == 0 else c) for layer in range(blocks)]
+    total = forward_flops(lx, ly, blocks, c)
+    for k in range(n):
+        h, v = ops.pixelcnn_cone(lx, ly, blocks, [k])
+        h_count, v_count = h.sum((1, 2)).tolist(), v.sum((1, 2)).tolist()
+        total += sum(a * b for a, b in zip(h_count, h_pos)) + sum(a * b for a, b in zip(v_count, v_pos))
+        total += (n - k) * 2 * 4 * c
+    return total
+
+
+def full_walk_flops(lx, ly, blocks, c) -> float:
+    """connected_flops without the light cone: the horizontal branch at sites k..N-1
+    and the vertical branch of rows row(k)..Ly-2 for every flip (the work of the
+    NAQS_PIXELCNN_CONE=0 walk; used for the floors in docs/engine.md)."""
     n = lx * ly
     h_site = v_site = 0
     for layer in range(blocks):
-        cin_v = 1 if layer == 0 else c
-        cin_h = (1 if layer == 0 else c) + c
-        h_site += 2 * 9 * c * cin_h
-        v_site += 2 * 9 * c * cin_v
+        h_site += 2 * 9 * c * ((1 if layer == 0 else c) + c)
+        v_site += 2 * 9 * c * (1 if layer == 0 else c)
     total = forward_flops(lx, ly, blocks, c)
     for k in range(n):
         total += (n - k) * (h_site + 2 * 4 * c) + max(0, ly - 1 - k // lx) * lx * v_site
