@@ -96,6 +96,15 @@ __device__ __forceinline__ Vec4<double> load4_sh(const double* p) {
   const double2 b = reinterpret_cast<const double2*>(p)[1];
   return Vec4<double>{{a.x, a.y, b.x, b.y}};
 }
+// 16-byte shared-memory stores (a quarter warp writing 128 contiguous bytes is
+// conflict-free; four scalar stores of a 4 x 4 tile were 4-way conflicts).
+__device__ __forceinline__ void store4_sh(float* p, const float (&a)[4]) {
+  *reinterpret_cast<float4*>(p) = make_float4(a[0], a[1], a[2], a[3]);
+}
+__device__ __forceinline__ void store4_sh(double* p, const double (&a)[4]) {
+  reinterpret_cast<double2*>(p)[0] = make_double2(a[0], a[1]);
+  reinterpret_cast<double2*>(p)[1] = make_double2(a[2], a[3]);
+}
 
 // cp.async global -> shared of 4, 8 or 16 bytes; src == nullptr writes zeros.
 template <int kBytes>
@@ -234,15 +243,19 @@ struct Ctx {
     ks = ks < 1 ? 1 : (ks > kMaxSplit ? kMaxSplit : ks);
   }
 
-  // red[kg] = xs[:, K slice kg] @ W[K slice kg, :]; W is [K][C4].
+  // red[kg] = xs[:, K slice kg] @ W[K slice kg, :]; W is [K][C4]. Thread tile (og, bg):
+  // channels 4 og .. 4 og + 3 of rows bg + nbg i (i = 0..3, nbg = rows4 / 4), so the four
+  // row groups of a warp read adjacent rows, which sit in different shared-memory banks
+  // (window rows: stride S = 4 mod 32 words; segment columns: stride cin + VE).
   // kSeg: xs holds row segments (pass_seg): row r of the window matrix is not stored;
-  // its entry k = tap * cin + c (tap = 3 dy + dx) is xs[dy * RS + (cb(r) + dx) * cin + c]
-  // = xs[cb(r) * cin + k + dy * (RS - 3 cin)], cb(r) = r + 2 (job of r - first job);
-  // sg: the chunk. A 4-group of k never straddles a dy
-  // boundary (cin % 4 == 0).
+  // its entry k = tap * cin + c (tap = 3 dy + dx) is xs[dy * RS + (cb(r) + dx) * CS + c]
+  // with padded columns CS = cin + VE and cb(r) = r + 2 (job of r - first job), i.e.
+  // xs[cb(r) * CS + k + dy (RS - 3 cin) + dx VE]; sg: the chunk. A 4-group of k never
+  // straddles a column (cin % 4 == 0).
   template <bool kShared, bool kSeg = false>
   __device__ void product(int K, const T* __restrict__ W, int rows4, const T* xs, SegArgs sg = SegArgs{}) const {
-    const int C4 = d.c4, ng = C4 / 4;
+    constexpr int VE = 16 / int(sizeof(T));
+    const int C4 = d.c4, ng = C4 / 4, nbg = rows4 / 4;
     const int ws = kShared ? WS : C4;  // row stride of W
     int ntile, ks;
     split(rows4, C4, ntile, ks);
@@ -267,41 +280,36 @@ struct Ctx {
       for (int i = 0; i < 4; ++i)
 #pragma unroll
         for (int q = 0; q < 4; ++q) acc[i][q] = T(0);
-      const T* x0 = xs + (bg * 4) * S;
       const T* wp = W + og * 4;
-      int xo[4] = {0, 0, 0, 0}, tc = 0, ex = 0;
+      int xo[4];
+      const int cin = kSeg ? sg.cin : 1;
       if constexpr (kSeg) {
-        const int p0 = sg.p0, nx = sg.nx, nr = sg.nr, cin = sg.cin;
-        const int j0 = p0 / nx;
-        x0 = xs;
-        tc = 3 * cin;
-        ex = sg.RS - tc;
+        const int p0 = sg.p0, nx = sg.nx, nr = sg.nr, j0 = p0 / nx;
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-          const int rr = min(bg * 4 + i, nr - 1);  // padding rows: any finite row
-          xo[i] = (rr + 2 * ((p0 + rr) / nx - j0)) * cin;
+          const int rr = min(bg + nbg * i, nr - 1);  // padding rows: any finite row
+          xo[i] = (rr + 2 * ((p0 + rr) / nx - j0)) * (cin + VE);
         }
+      } else {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) xo[i] = (bg + nbg * i) * S;
       }
       int k = k0;
-      // kSeg: one k range per input row dy of the slice (x rows shifted by dy * ex)
-      int dy = kSeg ? k0 / tc : 0;
-      int kend = kSeg ? min(k4, (dy + 1) * tc) : k4;
-      const T* xd = kSeg ? x0 + dy * ex : x0;
+      // kSeg: the window column col = 3 dy + dx of k, where it ends, and xd = xs + off
+      int col = kSeg ? k0 / cin : 0;
+      int kend = kSeg ? min(k4, (col + 1) * cin) : k4;
+      const T* xd = kSeg ? xs + (col / 3) * (sg.RS - 3 * cin) + (col % 3) * VE : xs;
 #pragma unroll 1
       for (; k < k4; k += 4) {
         Vec4<T> xv[4];
         if constexpr (kSeg) {
-          if (k >= kend) {
-            ++dy;
-            kend = min(k4, kend + tc);
-            xd += ex;
+          if (k >= kend) {  // next column of the window: dx + 1, or the next row dy
+            kend = min(k4, kend + cin);
+            xd += (++col % 3 == 0) ? sg.RS - 3 * cin - 2 * VE : VE;
           }
-#pragma unroll
-          for (int i = 0; i < 4; ++i) xv[i] = load4_sh(xd + xo[i] + k);
-        } else {
-#pragma unroll
-          for (int i = 0; i < 4; ++i) xv[i] = load4_sh(x0 + i * S + k);
         }
+#pragma unroll
+        for (int i = 0; i < 4; ++i) xv[i] = load4_sh(xd + xo[i] + k);
 #pragma unroll
         for (int kk = 0; kk < 4; ++kk) {
           const Vec4<T> wv = kShared ? load4_sh(wp + (k + kk) * ws) : load4_ro(wp + int64_t(k + kk) * ws);
@@ -313,19 +321,16 @@ struct Ctx {
       }
       for (; k < k1; ++k) {  // (never for kSeg: K and the slices are multiples of 4)
         const Vec4<T> wv = kShared ? load4_sh(wp + k * ws) : load4_ro(wp + int64_t(k) * ws);
+        const int off = kSeg ? (k / cin / 3) * (sg.RS - 3 * cin) + (k / cin % 3) * VE : 0;
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-          const T xk = kSeg ? x0[xo[i] + (k >= 2 * tc ? 2 * ex : (k >= tc ? ex : 0)) + k] : x0[i * S + k];
+          const T xk = xs[xo[i] + off + k];
 #pragma unroll
           for (int q = 0; q < 4; ++q) acc[i][q] += xk * wv.v[q];
         }
       }
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        T* dst = red + (kg * rows4 + bg * 4 + i) * C4 + og * 4;
-#pragma unroll
-        for (int q = 0; q < 4; ++q) dst[q] = acc[i][q];
-      }
+      for (int i = 0; i < 4; ++i) store4_sh(red + (kg * rows4 + bg + nbg * i) * C4 + og * 4, acc[i]);
     }
   }
 
@@ -497,7 +502,8 @@ struct Ctx {
   // so pair r's window starts at column cb(r) = r + 2 jj (product<., true>). ~3x fewer
   // bytes and copies than the windows, and small enough for two buffers in the space of
   // one window chunk: the next chunk's copies run during this chunk's product
-  // (cp.async groups). Buffer: [3][ncol][cin], row stride RS = ncol * cin.
+  // (cp.async groups). Buffer: [3][ncol][cin + VE] (columns padded by 16 bytes: the
+  // adjacent columns one warp reads fall in different banks), row stride RS.
 
   // Pairs of the chunk that starts at pair p0: at most rows, and columns <= ncol.
   __device__ int seg_chunk(int p0, int npairs, int nx) const {
@@ -539,7 +545,7 @@ struct Ctx {
       } else if (yy >= 0 && xx >= 0 && xx < d.lx) {
         src = v_at(m, l - 1, yy, xx) + c;
       }
-      cp_async<16>(buf + dy * RS + sc * cin + c, src, w.bo);
+      cp_async<16>(buf + dy * RS + sc * (cin + VE) + c, src, w.bo);
     }
   }
 
@@ -550,8 +556,9 @@ struct Ctx {
     int K;
     const T* W = layer_weights(is_h, l, K);
     const T* bias = (is_h ? w.bh : w.bv) + int64_t(l) * C;
-    const int res_off = is_h ? 2 * cin : cin;  // (y, x) itself: dy = 2, dx = 2 (h) or 1 (v)
-    const int RS = ncol * cin, BS = 3 * ncol * 2 * C;
+    constexpr int VE = 16 / int(sizeof(T));
+    const int res_dx = is_h ? 2 : 1;  // (y, x) itself: dy = 2, dx = 2 (h) or 1 (v)
+    const int RS = ncol * (cin + VE), BS = 3 * ncol * (2 * C + VE);
     const int nx = xe - xb, npairs = tile * nx;
     long long t0 = prof && threadIdx.x == 0 ? clock64() : 0;
     if (wsm && !ready) stage_weights(K, W);
@@ -595,7 +602,7 @@ struct Ctx {
         z += bias[o];
         z = z > T(0) ? z : T(0);
         const int p = p0 + r, j = p / nx, x = xb + (p - j * nx);
-        z += cur[2 * RS + (r + 2 * (j - j0)) * cin + res_off + o];
+        z += cur[2 * RS + (r + 2 * (j - j0) + res_dx) * (cin + VE) + o];
         const Member<T>& m = mem[j];
         T* base = is_h ? m.hw : m.vw;
         base[((int64_t(l) * m.R + y % m.R) * d.lx + x) * C + o] = z;
@@ -699,8 +706,11 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d,            // lat
   // tensor-core products need the weights in shared memory and 8 | C <= 32
   cx.math = (sizeof(T) == 4 && w_shared && C % 8 == 0 && C <= 32) ? math : int(kFFMA);
   cx.S = xs_stride;
-  // segment path: two [3][ncol][2C] buffers in the space of the window chunk
-  cx.ncol = (segments && C % 4 == 0 && cx.math == kFFMA && !pipeline) ? rows * xs_stride / (12 * C) : 0;
+  // segment path: two [3][ncol][2C + VE] buffers (padded columns) in the space of the
+  // window chunk
+  cx.ncol = (segments && C % 4 == 0 && cx.math == kFFMA && !pipeline)
+                ? rows * xs_stride / (6 * (2 * C + 16 / int(sizeof(T))))
+                : 0;
   if (cx.ncol < 8) cx.ncol = 0;
   cx.seg_min_nx = segments == 2 ? 1 : 3;
   cx.xs = reinterpret_cast<T*>(smem_raw);
