@@ -258,6 +258,7 @@ CONE_SHAPES = [
     (6, 10, 3, 4, 0),
     (11, 4, 1, 3, None),
     (8, 8, 4, 8, None),
+    (7, 9, 3, 32, -1),  # 32 channels: the specialized CUDA kernel
 ]
 
 
@@ -279,6 +280,28 @@ def test_connected_light_cone(device, monkeypatch, shape, dtype):
     monkeypatch.setenv("NAQS_PIXELCNN_CONE", "0")
     full = ops.connected_log_psi(model, spins, flips, counts)
     _assert_connected_close(got, full, 1e-12 if dtype == torch.float64 else 1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_specialized_kernel_matches_generic(device, monkeypatch, dtype):
+    """The 32-channel CUDA kernel (compile-time channel count) and the generic one
+    (NAQS_PIXELCNN_SPECIALIZE=0) give the same samples, log psi and connected log psi."""
+    if device.type != "cuda":
+        pytest.skip("a switch of the CUDA kernel")
+    model = _model(5, 6, 3, 32, dtype, device, seed=3)
+    n = model.n_sites
+    u = _uniforms(40, n, device, seed=4)
+    flips, counts = _mixed_flips(40, n, device, torch.Generator().manual_seed(2))
+    results = []
+    for generic in ("1", "0"):
+        monkeypatch.setenv("NAQS_PIXELCNN_SPECIALIZE", generic)
+        spins, lp = ops.pixelcnn_sample(model, u)
+        results.append((spins, lp, ops.connected_log_psi(model, spins, flips, counts)))
+    (s1, lp1, c1), (s0, lp0, c0) = results
+    assert torch.equal(s1, s0)
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    torch.testing.assert_close(lp1, lp0, atol=tol, rtol=0)
+    _assert_connected_close(c1, c0, tol)
 
 
 def test_log_psi_kernel_and_sign_rule(device):

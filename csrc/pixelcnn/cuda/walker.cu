@@ -682,8 +682,12 @@ struct Ctx {
   }
 };
 
-template <typename T, int kThr>
-__global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d,            // lattice and network sizes
+// kCC > 0: the kernel for networks of exactly kCC channels (kCC % 4 == 0): the channel
+// count, the padded weight rows and everything derived from them are compile-time
+// constants (shifts instead of integer divisions, immediate offsets, fewer registers);
+// kCC = 0: any channel count.
+template <typename T, int kThr, int kCC>
+__global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lattice and network sizes
                                                         Weights<T> w,      // kernel layout, see walker.h
                                                         WalkArgs<T> a,     // inputs/outputs of the mode
                                                         int tile, int rows, int xs_stride, int w_shared,
@@ -694,6 +698,11 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d,            // lat
 {
   const long long t_begin = clock64();
   extern __shared__ __align__(16) unsigned char smem_raw[];
+  Dims d = d_in;
+  if constexpr (kCC > 0) {
+    d.channels = kCC;
+    d.c4 = kCC;
+  }
   const int C = d.channels, N = d.n_sites, L = d.blocks;
   const int kmax = max(18 * C, 9 * (1 + C));
   Ctx<T> cx;
@@ -902,6 +911,16 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d,            // lat
   if (cx.prof && threadIdx.x == 0) cx.prof[4] += clock64() - t_begin;
 }
 
+// The kernel instance for a CTA size and channel count: the 32-channel specialization
+// when it applies (NAQS_PIXELCNN_SPECIALIZE=0: always the generic one, A/B).
+template <typename T>
+auto kernel_for(int threads, int channels) {
+  const char* env = std::getenv("NAQS_PIXELCNN_SPECIALIZE");
+  if (channels == 32 && !(env && env[0] == '0'))
+    return threads == 512 ? walk_kernel<T, 512, 32> : walk_kernel<T, 256, 32>;
+  return threads == 512 ? walk_kernel<T, 512, 0> : walk_kernel<T, 256, 0>;
+}
+
 int xs_stride_of(const Dims& d) {
   const int kmax = std::max(18 * d.channels, 9 * (1 + d.channels));
   return (kmax + 3) / 4 * 4 + 4;
@@ -945,7 +964,7 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out) {
   p.threads = sizeof(T) == 4 ? 512 : 256;
   if (thr_env && std::string(thr_env) == "256") p.threads = 256;
   if (thr_env && std::string(thr_env) == "512") p.threads = 512;
-  const auto kernel = p.threads == 512 ? walk_kernel<T, 512> : walk_kernel<T, 256>;
+  const auto kernel = kernel_for<T>(p.threads, d.channels);
   p.xs_stride = xs_stride_of(d);
   // Weights of the pass in shared memory when they fit (NAQS_PIXELCNN_WEIGHTS_SMEM=0
   // reads them from global memory instead); then the largest chunk that fits.
@@ -1018,7 +1037,7 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   const int segments = !seg_env ? 1 : (seg_env[0] == '0' ? 0 : (seg_env[0] == '2' ? 2 : 1));
   const int math = math_mode();
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
-  const auto kernel = p.threads == 512 ? walk_kernel<T, 512> : walk_kernel<T, 256>;
+  const auto kernel = kernel_for<T>(p.threads, d.channels);
   if (!(env && env[0] == '1')) {
     kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared,
                                                           pipeline, math, segments, ring, confs, nullptr);
