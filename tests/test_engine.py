@@ -304,6 +304,16 @@ def test_specialized_kernel_matches_generic(device, monkeypatch, dtype):
     _assert_connected_close(c1, c0, tol)
 
 
+def test_cuda_width_limit(device):
+    """Lattices wider than the CUDA walker's index arithmetic allows are refused with a
+    clear error (the CPU kernel takes them)."""
+    if device.type != "cuda":
+        pytest.skip("a limit of the CUDA kernel")
+    model = _model(2048, 1, 1, 2, torch.float32, device)
+    with pytest.raises(ValueError, match="at most 2047 sites wide"):
+        ops.pixelcnn_sample(model, _uniforms(2, 2048, device))
+
+
 def test_log_psi_kernel_and_sign_rule(device):
     n = 12
     sign = torch.tensor([(i % 4 + i // 4) % 2 for i in range(n)], dtype=torch.float32)

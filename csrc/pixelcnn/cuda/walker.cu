@@ -67,10 +67,31 @@ struct Member {
   double re, im;
 };
 
+
+// a / d for 0 <= a <= a_max by one multiply-high: with m = ceil(2^32 / d) = (2^32 + e) / d,
+// e < d, a m / 2^32 = a / d + a e / (d 2^32), and the excess stays below 1 / d (the
+// smallest distance of a / d to the next integer) when a_max d <= 2^32. Integer
+// division by a run-time divisor costs ~25 instructions on the GPU and ran several
+// times per copied unit and per output; pair and column indices stay below 2^16
+// (lattices up to kMaxWidth wide). d = 1 (m would be 2^32) and larger a_max d fall back
+// to the plain division.
+struct FastDiv {
+  unsigned m = 0;
+  int d = 1;
+  int how = 0;  // 0: a itself (d = 1), 1: multiply-high, 2: a / d
+  FastDiv() = default;
+  __device__ FastDiv(int d_, long long a_max)
+      : m(d_ > 1 ? 0xffffffffu / unsigned(d_) + 1u : 0u),
+        d(d_),
+        how(d_ == 1 ? 0 : (a_max * d_ <= (1ll << 32) ? 1 : 2)) {}
+  __device__ int div(int a) const { return how == 1 ? int(__umulhi(unsigned(a), m)) : (how == 0 ? a : a / d); }
+};
+
 // One chunk of the segment path (pass_seg): first pair, positions per job, pairs,
 // input channels per column, row stride of a segment buffer.
 struct SegArgs {
   int p0, nx, nr, cin, RS;
+  FastDiv by_nx;  // division by nx
 };
 
 template <typename T>
@@ -144,6 +165,7 @@ struct Ctx {
   const int* cols_h;
   const int* cols_v;
   int tile, rows, S, WS, pipeline, math;
+  int nthreads;  // blockDim.x (the kernel's template value: a compile-time constant)
   int ncol;        // segment path: columns of one segment buffer (0: path off), see pass_seg
   int seg_min_nx;  // segment path: only for passes of at least this many positions per job
   T* xs;           // [rows][S]            gathered windows of one chunk (or 2 segment buffers)
@@ -164,13 +186,16 @@ struct Ctx {
 
   __device__ static bool in_cols(int packed, int x) { return x >= (packed & 0xffff) && x <= (packed >> 16); }
 
+  // Slot of row r in a write buffer of m.R rows: a 3-row ring, or the storage (R = Ly).
+  __device__ static int slot(const Member<T>& m, int r) { return m.R == 3 ? r % 3 : r; }
+
   __device__ const T* h_at(const Member<T>& m, int l, int r, int x) const {
-    if (m.hp && !in_cols(cols_h[l * d.ly + r], x)) return m.hp + ((int64_t(l) * d.ly + r) * d.lx + x) * d.channels;
-    return m.hw + ((int64_t(l) * m.R + r % m.R) * d.lx + x) * d.channels;
+    if (m.hp && !in_cols(cols_h[l * d.ly + r], x)) return m.hp + ((l * d.ly + r) * d.lx + x) * int64_t(d.channels);
+    return m.hw + ((l * m.R + slot(m, r)) * d.lx + x) * int64_t(d.channels);
   }
   __device__ const T* v_at(const Member<T>& m, int l, int r, int x) const {
-    if (m.vp && !in_cols(cols_v[l * d.ly + r], x)) return m.vp + ((int64_t(l) * d.ly + r) * d.lx + x) * d.channels;
-    return m.vw + ((int64_t(l) * m.R + r % m.R) * d.lx + x) * d.channels;
+    if (m.vp && !in_cols(cols_v[l * d.ly + r], x)) return m.vp + ((l * d.ly + r) * d.lx + x) * int64_t(d.channels);
+    return m.vw + ((l * m.R + slot(m, r)) * d.lx + x) * int64_t(d.channels);
   }
 
   // Windows of the pairs p0 .. p0+nr-1 (pair p: job p / nx, position xb + p % nx) into
@@ -186,10 +211,11 @@ struct Ctx {
     const int ue = vec ? VE : 1;
     const int upt = cin / ue;  // copy units per (pair, tap)
     const int total = nr * 9 * upt;
-    for (int e = threadIdx.x; e < total; e += blockDim.x) {
-      const int pt = e / upt, c = (e - pt * upt) * ue;
+    const FastDiv by_upt(upt, total), by_nx(nx, p0 + nr);
+    for (int e = threadIdx.x; e < total; e += nthreads) {
+      const int pt = by_upt.div(e), c = (e - pt * upt) * ue;
       const int r = pt / 9, tap = pt - 9 * r;
-      const int p = p0 + r, j = p / nx, x = xb + (p - j * nx);
+      const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
       const Member<T>& m = mem[j];
       T* dst = xs + r * S + tap * cin + c;
       const T* src = nullptr;
@@ -237,9 +263,9 @@ struct Ctx {
   }
 
   // K split of a product of rows4 rows: ks groups of ntile thread tiles.
-  __device__ static void split(int rows4, int C4, int& ntile, int& ks) {
+  __device__ void split(int rows4, int C4, int& ntile, int& ks) const {
     ntile = (C4 / 4) * (rows4 / 4);
-    ks = int(blockDim.x) / ntile;
+    ks = nthreads / ntile;
     ks = ks < 1 ? 1 : (ks > kMaxSplit ? kMaxSplit : ks);
   }
 
@@ -268,11 +294,14 @@ struct Ctx {
     } else {
       kg = 0;
       r0 = t;
-      rstep = blockDim.x;
+      rstep = nthreads;
     }
     const int kper = ((K + ks - 1) / ks + 3) & ~3;  // slices start at multiples of 4
     const int k0 = kg * kper, k1 = min(K, k0 + kper);
     const int k4 = k1 > k0 ? k0 + ((k1 - k0) & ~3) : k0;
+    const int cin = kSeg ? sg.cin : 1;
+    // kSeg: where a window column (3 dy + dx) starts in xs, relative to column 0 of k
+    const int row_step = kSeg ? sg.RS - 3 * cin - 2 * VE : 0;  // dx 2 -> dx 0 of dy + 1
     for (int r = r0; r < ntile; r += rstep) {
       const int og = r % ng, bg = r / ng;
       T acc[4][4];
@@ -280,54 +309,63 @@ struct Ctx {
       for (int i = 0; i < 4; ++i)
 #pragma unroll
         for (int q = 0; q < 4; ++q) acc[i][q] = T(0);
-      const T* wp = W + og * 4;
-      int xo[4];
-      const int cin = kSeg ? sg.cin : 1;
+      // px[i]: where row i's entry k sits (advanced with k)
+      const T* px[4];
+      int col = 0, dx = 0, kend = k4;
       if constexpr (kSeg) {
-        const int p0 = sg.p0, nx = sg.nx, nr = sg.nr, j0 = p0 / nx;
+        const int j0 = sg.p0 / sg.nx, q0 = sg.p0 - j0 * sg.nx;
+        const FastDiv& by_nx = sg.by_nx;
+        col = k0 / cin;
+        dx = col % 3;
+        kend = min(k4, (col + 1) * cin);
+        const T* base = xs + (col / 3) * (sg.RS - 3 * cin) + dx * VE + k0;
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-          const int rr = min(bg + nbg * i, nr - 1);  // padding rows: any finite row
-          xo[i] = (rr + 2 * ((p0 + rr) / nx - j0)) * (cin + VE);
+          const int rr = min(bg + nbg * i, sg.nr - 1);  // padding rows: any finite row
+          px[i] = base + (rr + 2 * by_nx.div(q0 + rr)) * (cin + VE);
         }
       } else {
 #pragma unroll
-        for (int i = 0; i < 4; ++i) xo[i] = (bg + nbg * i) * S;
+        for (int i = 0; i < 4; ++i) px[i] = xs + (bg + nbg * i) * S + k0;
       }
+      const T* pw = W + og * 4 + int64_t(k0) * ws;
       int k = k0;
-      // kSeg: the window column col = 3 dy + dx of k, where it ends, and xd = xs + off
-      int col = kSeg ? k0 / cin : 0;
-      int kend = kSeg ? min(k4, (col + 1) * cin) : k4;
-      const T* xd = kSeg ? xs + (col / 3) * (sg.RS - 3 * cin) + (col % 3) * VE : xs;
 #pragma unroll 1
       for (; k < k4; k += 4) {
-        Vec4<T> xv[4];
         if constexpr (kSeg) {
-          if (k >= kend) {  // next column of the window: dx + 1, or the next row dy
+          if (k >= kend) {  // next column of the window: dx + 1, or dx 0 of the next row
             kend = min(k4, kend + cin);
-            xd += (++col % 3 == 0) ? sg.RS - 3 * cin - 2 * VE : VE;
+            const int step = ++dx == 3 ? row_step : VE;
+            dx = dx == 3 ? 0 : dx;
+#pragma unroll
+            for (int i = 0; i < 4; ++i) px[i] += step;
           }
         }
+        Vec4<T> xv[4];
 #pragma unroll
-        for (int i = 0; i < 4; ++i) xv[i] = load4_sh(xd + xo[i] + k);
+        for (int i = 0; i < 4; ++i) xv[i] = load4_sh(px[i]);
 #pragma unroll
         for (int kk = 0; kk < 4; ++kk) {
-          const Vec4<T> wv = kShared ? load4_sh(wp + (k + kk) * ws) : load4_ro(wp + int64_t(k + kk) * ws);
+          const Vec4<T> wv = kShared ? load4_sh(pw + kk * ws) : load4_ro(pw + kk * ws);
 #pragma unroll
           for (int i = 0; i < 4; ++i)
 #pragma unroll
             for (int q = 0; q < 4; ++q) acc[i][q] += xv[i].v[kk] * wv.v[q];
         }
+#pragma unroll
+        for (int i = 0; i < 4; ++i) px[i] += 4;
+        pw += 4 * ws;
       }
       for (; k < k1; ++k) {  // (never for kSeg: K and the slices are multiples of 4)
-        const Vec4<T> wv = kShared ? load4_sh(wp + k * ws) : load4_ro(wp + int64_t(k) * ws);
-        const int off = kSeg ? (k / cin / 3) * (sg.RS - 3 * cin) + (k / cin % 3) * VE : 0;
+        const Vec4<T> wv = kShared ? load4_sh(pw) : load4_ro(pw);
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-          const T xk = xs[xo[i] + off + k];
+          const T xk = *px[i];
+          ++px[i];
 #pragma unroll
           for (int q = 0; q < 4; ++q) acc[i][q] += xk * wv.v[q];
         }
+        pw += ws;
       }
 #pragma unroll
       for (int i = 0; i < 4; ++i) store4_sh(red + (kg * rows4 + bg + nbg * i) * C4 + og * 4, acc[i]);
@@ -424,6 +462,7 @@ struct Ctx {
     const T* bias = (is_h ? w.bh : w.bv) + int64_t(l) * C;
     const int res_tap = is_h ? 8 : 7;  // (y, x) itself in the window
     const int nx = xe - xb, npairs = tile * nx;
+    const FastDiv by_nx(nx, npairs);
     long long t0 = prof && threadIdx.x == 0 ? clock64() : 0;
     // Several chunks: two buffers of rows / 2 rows, the next chunk's windows copied
     // while this one is multiplied. One chunk (the single-position pass of kSample):
@@ -468,17 +507,17 @@ struct Ctx {
         const T* Wn = layer_weights(next_h, next_l, Kn);
         stage_weights(Kn, Wn);
       }
-      for (int e = threadIdx.x; e < nr * C; e += blockDim.x) {
+      for (int e = threadIdx.x; e < nr * C; e += nthreads) {
         const int r = e / C, o = e - r * C;
         T z = T(0);
         for (int kg = 0; kg < ks; ++kg) z += red[(kg * rstride + r) * C4 + o];
         z += bias[o];
         z = z > T(0) ? z : T(0);
         if (l > 0) z += xc[r * S + res_tap * cin + o];
-        const int p = p0 + r, j = p / nx, x = xb + (p - j * nx);
+        const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
         const Member<T>& m = mem[j];
         T* base = is_h ? m.hw : m.vw;
-        base[((int64_t(l) * m.R + y % m.R) * d.lx + x) * C + o] = z;
+        base[((l * m.R + slot(m, y)) * d.lx + x) * int64_t(C) + o] = z;
         if (keep) hcur[j * C + o] = z;
       }
       if (!pipe && pn < npairs) {
@@ -506,31 +545,33 @@ struct Ctx {
   // adjacent columns one warp reads fall in different banks), row stride RS.
 
   // Pairs of the chunk that starts at pair p0: at most rows, and columns <= ncol.
-  __device__ int seg_chunk(int p0, int npairs, int nx) const {
+  __device__ int seg_chunk(int p0, int npairs, int nx, const FastDiv& by_nx) const {
     int n = min(rows, npairs - p0);
-    const int j0 = p0 / nx;
-    while (n > 1 && n + 2 * ((p0 + n - 1) / nx - j0 + 1) > ncol) --n;
+    const int j0 = by_nx.div(p0);
+    while (n > 1 && n + 2 * (by_nx.div(p0 + n - 1) - j0 + 1) > ncol) --n;
     return n;
   }
 
   // Issues the cp.async copies of the segments of pairs p0 .. p0+nr-1 into buf.
-  __device__ void gather_seg(bool is_h, int l, int y, int xb, int nx, int p0, int nr, T* buf, int RS) const {
+  __device__ void gather_seg(bool is_h, int l, int y, int xb, int nx, const FastDiv& by_nx, int p0, int nr, T* buf,
+                             int RS) const {
     const int C = d.channels, cin = is_h ? 2 * C : C;
     constexpr int VE = 16 / int(sizeof(T));
     const int upc = cin / VE;  // 16-byte units per column
-    const int j0 = p0 / nx, q0 = p0 - j0 * nx;
+    const int j0 = by_nx.div(p0), q0 = p0 - j0 * nx;
     const int n0 = min(nx - q0, nr);  // pairs of the first job
-    const int ncols = nr + 2 * ((p0 + nr - 1) / nx - j0 + 1);
+    const int ncols = nr + 2 * (by_nx.div(p0 + nr - 1) - j0 + 1);
     const int total = 3 * ncols * upc;
+    const FastDiv by_upc(upc, total), by_ncols(ncols, 3 * ncols), by_nx2(nx + 2, ncols);
     const int x_first = xb + q0 - (is_h ? 2 : 1);  // lattice column of column 0
 #pragma unroll 1
-    for (int e = threadIdx.x; e < total; e += blockDim.x) {
-      const int rest = e / upc, c = (e - rest * upc) * VE;
-      const int dy = rest / ncols, sc = rest - dy * ncols;
+    for (int e = threadIdx.x; e < total; e += nthreads) {
+      const int rest = by_upc.div(e), c = (e - rest * upc) * VE;
+      const int dy = by_ncols.div(rest), sc = rest - dy * ncols;
       int jj = 0, xx = x_first + sc;
       if (sc >= n0 + 2) {
         const int t = sc - (n0 + 2);
-        jj = 1 + t / (nx + 2);
+        jj = 1 + by_nx2.div(t);
         xx = xb - (is_h ? 2 : 1) + (t - (jj - 1) * (nx + 2));
       }
       const Member<T>& m = mem[j0 + jj];
@@ -560,17 +601,18 @@ struct Ctx {
     const int res_dx = is_h ? 2 : 1;  // (y, x) itself: dy = 2, dx = 2 (h) or 1 (v)
     const int RS = ncol * (cin + VE), BS = 3 * ncol * (2 * C + VE);
     const int nx = xe - xb, npairs = tile * nx;
+    const FastDiv by_nx(nx, npairs + 2);
     long long t0 = prof && threadIdx.x == 0 ? clock64() : 0;
     if (wsm && !ready) stage_weights(K, W);
-    int p0 = 0, nr = seg_chunk(0, npairs, nx);
-    gather_seg(is_h, l, y, xb, nx, 0, nr, xs, RS);
+    int p0 = 0, nr = seg_chunk(0, npairs, nx, by_nx);
+    gather_seg(is_h, l, y, xb, nx, by_nx, 0, nr, xs, RS);
     cp_async_commit();  // with the weights (this pass's, or the ones the previous pass started)
     for (int c = 0;; ++c) {
       const T* cur = xs + (c & 1) * BS;
       const int pn = p0 + nr;
-      const int nrn = pn < npairs ? seg_chunk(pn, npairs, nx) : 0;
+      const int nrn = pn < npairs ? seg_chunk(pn, npairs, nx, by_nx) : 0;
       if (nrn > 0) {
-        gather_seg(is_h, l, y, xb, nx, pn, nrn, xs + ((c + 1) & 1) * BS, RS);
+        gather_seg(is_h, l, y, xb, nx, by_nx, pn, nrn, xs + ((c + 1) & 1) * BS, RS);
         cp_async_commit();
         cp_async_wait_1();  // everything but the copies just issued
       } else {
@@ -581,7 +623,7 @@ struct Ctx {
       const int rows4 = (nr + 3) & ~3;
       int ntile, ks;
       split(rows4, C4, ntile, ks);
-      const SegArgs sg{p0, nx, nr, cin, RS};
+      const SegArgs sg{p0, nx, nr, cin, RS, by_nx};
       if (wsm) {
         product<true, true>(K, wsm, rows4, cur, sg);
       } else {
@@ -594,18 +636,18 @@ struct Ctx {
         const T* Wn = layer_weights(next_h, next_l, Kn);
         stage_weights(Kn, Wn);
       }
-      const int j0 = p0 / nx;
-      for (int e = threadIdx.x; e < nr * C; e += blockDim.x) {
+      const int j0 = by_nx.div(p0);
+      for (int e = threadIdx.x; e < nr * C; e += nthreads) {
         const int r = e / C, o = e - r * C;
         T z = T(0);
         for (int kg = 0; kg < ks; ++kg) z += red[(kg * rows4 + r) * C4 + o];
         z += bias[o];
         z = z > T(0) ? z : T(0);
-        const int p = p0 + r, j = p / nx, x = xb + (p - j * nx);
+        const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
         z += cur[2 * RS + (r + 2 * (j - j0) + res_dx) * (cin + VE) + o];
         const Member<T>& m = mem[j];
         T* base = is_h ? m.hw : m.vw;
-        base[((int64_t(l) * m.R + y % m.R) * d.lx + x) * C + o] = z;
+        base[((l * m.R + slot(m, y)) * d.lx + x) * int64_t(C) + o] = z;
       }
       __syncthreads();
       tick(2, t0);
@@ -710,6 +752,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   cx.w = w;
   cx.tile = tile;
   cx.rows = rows;
+  cx.nthreads = kThr;
   cx.pipeline = pipeline;
   cx.WS = d.c4 + 8;  // padded: conflict-free B fragments of the MMA path
   // tensor-core products need the weights in shared memory and 8 | C <= 32
@@ -956,6 +999,7 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out) {
   if (err != cudaSuccess) return err;
   if ((err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess) return err;
   if ((err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) != cudaSuccess) return err;
+  if (d.lx > kMaxWidth) return cudaErrorInvalidValue;
   Plan p;
   // CTA size: 512 threads (16 warps: more latency hidden in the gathers and
   // products; at most 128 registers a thread) for float, 256 for double;

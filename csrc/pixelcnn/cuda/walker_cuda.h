@@ -14,6 +14,10 @@ namespace naqs {
 namespace pixelcnn {
 namespace cuda {
 
+// Widest lattice the CUDA walker takes (its index arithmetic divides pair and column
+// indices below 2^16 by multiply-high, see FastDiv in walker.cu).
+constexpr int kMaxWidth = 2047;
+
 // How a walk is launched: a persistent grid of CTAs of `threads` threads, each owning
 // a tile of `tile` jobs at a time; `scratch_bytes` of device memory (3-row rings and
 // walked configurations of every CTA) must be passed to walk().
