@@ -60,7 +60,6 @@ struct Member {
   const double* u;  // uniforms [N] when sampling
   T* hw;            // write buffer of h: [L][R][Lx][C]
   T* vw;            // write buffer of v
-  T* pre;           // kSample with presums: [L][Lx][C] partial sums of h_l over the rows above
   const T* hp;      // storage of the unflipped sample (connected), [L][Ly][Lx][C]
   const T* vp;
   int64_t b, m;
@@ -156,14 +155,6 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], const unsigned (&a)[4], 
 
 enum Math : int { kFFMA = 0, k3xTF32 = 1, kTF32 = 2 };
 
-// What a horizontal pass computes (kSample with presums splits h_l in two):
-//   kWhole   h_l from its whole 3 x 3 window;
-//   kPresum  the part of h_l's pre-activation from the rows above (window rows y-2, y-1
-//            of h_(l-1) and the shifted v_l): a row pass at the start of row y, into
-//            Member::pre, no bias / ReLU / residual;
-//   kRest    h_l at one site from the rest (row y, cols x-2..x of h_(l-1)) + pre.
-enum Part : int { kWhole = 0, kPresum = 1, kRest = 2 };
-
 template <typename T>
 struct Ctx {
   Dims d;
@@ -175,7 +166,6 @@ struct Ctx {
   const int* cols_v;
   int tile, rows, S, WS, pipeline, math;
   int nthreads;  // blockDim.x (the kernel's template value: a compile-time constant)
-  int presum;    // kSample: row-end partial sums of the horizontal branch (see the site walk)
   int ncol;        // segment path: columns of one segment buffer (0: path off), see pass_seg
   int seg_min_nx;  // segment path: only for passes of at least this many positions per job
   T* xs;           // [rows][S]            gathered windows of one chunk (or 2 segment buffers)
@@ -213,7 +203,7 @@ struct Ctx {
   // [h_{l-1} (spin for l = 0, causal tap 8 masked), down(v_l)] at rows y-2..y, cols
   // x-2..x. Vertical branch: v_{l-1} (spin for l = 0) at rows y-2..y, cols x-1..x+1.
   // Issues cp.async copies (and plain stores for spins); the caller waits.
-  __device__ void gather(bool is_h, int l, int y, int xb, int nx, int p0, int nr, T* xs, int part = kWhole) const {
+  __device__ void gather(bool is_h, int l, int y, int xb, int nx, int p0, int nr, T* xs) const {
     const int C = d.channels;
     const int cprev = l == 0 ? 1 : C, cin = is_h ? cprev + C : cprev;
     constexpr int VE = 16 / int(sizeof(T));
@@ -234,9 +224,7 @@ struct Ctx {
       if (is_h) {
         const int xx = x - 2 + tap % 3;
         const bool in = yy >= 0 && xx >= 0;
-        if (c < cprev && part == kPresum && tap >= 6) {
-          // row y of h_(l-1): not part of the presum (zero)
-        } else if (c < cprev) {
+        if (c < cprev) {
           if (l == 0) {
             if (in && tap != 8) spin_at = yy * d.lx + xx;
           } else if (in) {
@@ -260,44 +248,6 @@ struct Ctx {
       } else {
         cp_async<int(sizeof(T))>(dst, src, w.bo);
       }
-    }
-  }
-
-  // kRest inputs of one site (y, x) for every job (row j of xs): h_(l-1) (the spins for
-  // l = 0, own site masked) at row y, cols x-2..x; k = dx * cprev + c.
-  __device__ void gather_rest(int l, int y, int x, int nr, T* xs) const {
-    const int cprev = l == 0 ? 1 : d.channels;
-    constexpr int VE = 16 / int(sizeof(T));
-    const bool vec = l > 0 && cprev % VE == 0;
-    const int ue = vec ? VE : 1, upt = cprev / ue, total = nr * 3 * upt;
-    const FastDiv by_upt(upt, total);
-    for (int e = threadIdx.x; e < total; e += nthreads) {
-      const int pt = by_upt.div(e), c = (e - pt * upt) * ue;
-      const int r = pt / 3, dx = pt - 3 * r, xx = x - 2 + dx;
-      const Member<T>& m = mem[r];
-      T* dst = xs + r * S + dx * cprev + c;
-      if (l == 0) {
-        *dst = (xx >= 0 && dx < 2) ? T(m.s[y * d.lx + xx]) : T(0);
-      } else if (vec) {
-        cp_async<16>(dst, xx >= 0 ? h_at(m, l - 1, y, xx) + c : nullptr, w.bo);
-      } else {
-        cp_async<int(sizeof(T))>(dst, xx >= 0 ? h_at(m, l - 1, y, xx) + c : nullptr, w.bo);
-      }
-    }
-  }
-
-  // The kRest weights of block l: rows (6 + dx) cin + c (c < cprev) of W -> wsm row
-  // dx * cprev + c.
-  __device__ void stage_rest(int l) const {
-    constexpr int VE = 16 / int(sizeof(T));
-    const int C = d.channels, cprev = l == 0 ? 1 : C, cin = cprev + C;
-    int K;
-    const T* W = layer_weights(true, l, K);
-    const int per_row = d.c4 / VE, n16 = 3 * cprev * per_row;
-    for (int e = threadIdx.x; e < n16; e += nthreads) {
-      const int k = e / per_row, c = (e - k * per_row) * VE;
-      const int dx = k / cprev, ci = k - dx * cprev;
-      cp_async<16>(wsm + k * WS + c, W + int64_t((6 + dx) * cin + ci) * d.c4 + c, w.bo);
     }
   }
 
@@ -499,28 +449,16 @@ struct Ctx {
   // ready: this pass's weights were already copied to wsm by the previous pass;
   // next_l >= 0: after the last product, start copying the weights of the next pass
   // (next_h, next_l) into wsm, waited for by the next pass together with its windows.
-  // part, next_part: see Part (horizontal passes of kSample with presums).
-  __device__ void stage_next(bool next_h, int next_l, int next_part) const {
-    if (next_part == kRest) {
-      stage_rest(next_l);
-    } else {
-      int Kn;
-      const T* Wn = layer_weights(next_h, next_l, Kn);
-      stage_weights(Kn, Wn);
-    }
-  }
-
   __device__ void pass(bool is_h, int l, int y, int xb, int xe, bool keep, bool ready = false, bool next_h = true,
-                       int next_l = -1, int part = kWhole, int next_part = kWhole) const {
-    if (ncol && l > 0 && !keep && part != kRest && xe - xb >= seg_min_nx) {
-      pass_seg(is_h, l, y, xb, xe, ready, next_h, next_l, part, next_part);
+                       int next_l = -1) const {
+    if (ncol && l > 0 && !keep && xe - xb >= seg_min_nx) {
+      pass_seg(is_h, l, y, xb, xe, ready, next_h, next_l);
       return;
     }
     const int C = d.channels, C4 = d.c4;
     const int cprev = l == 0 ? 1 : C, cin = is_h ? cprev + C : cprev;
     int K;
     const T* W = layer_weights(is_h, l, K);
-    if (part == kRest) K = 3 * cprev;
     const T* bias = (is_h ? w.bh : w.bv) + int64_t(l) * C;
     const int res_tap = is_h ? 8 : 7;  // (y, x) itself in the window
     const int nx = xe - xb, npairs = tile * nx;
@@ -531,18 +469,8 @@ struct Ctx {
     // all rows.
     const bool pipe = pipeline && npairs > rows && rows >= 8;
     const int cr = pipe ? rows / 2 : rows;
-    if (wsm && !ready) {
-      if (part == kRest) {
-        stage_rest(l);
-      } else {
-        stage_weights(K, W);
-      }
-    }
-    if (part == kRest) {
-      gather_rest(l, y, xb, npairs, xs);  // one position: one pair per job
-    } else {
-      gather(is_h, l, y, xb, nx, 0, min(cr, npairs), xs, part);
-    }
+    if (wsm && !ready) stage_weights(K, W);
+    gather(is_h, l, y, xb, nx, 0, min(cr, npairs), xs);
     cp_async_wait_all();
     __syncthreads();
     tick(0, t0);
@@ -574,21 +502,20 @@ struct Ctx {
       __syncthreads();
       tick(1, t0);
       const bool last = pn >= npairs;
-      if (last && wsm && next_l >= 0) stage_next(next_h, next_l, next_part);
+      if (last && wsm && next_l >= 0) {
+        int Kn;
+        const T* Wn = layer_weights(next_h, next_l, Kn);
+        stage_weights(Kn, Wn);
+      }
       for (int e = threadIdx.x; e < nr * C; e += nthreads) {
         const int r = e / C, o = e - r * C;
         T z = T(0);
         for (int kg = 0; kg < ks; ++kg) z += red[(kg * rstride + r) * C4 + o];
-        const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
-        const Member<T>& m = mem[j];
-        if (part == kPresum) {
-          m.pre[(l * d.lx + x) * C + o] = z;
-          continue;
-        }
-        if (part == kRest) z += m.pre[(l * d.lx + x) * C + o];
         z += bias[o];
         z = z > T(0) ? z : T(0);
-        if (l > 0) z += xc[r * S + (part == kRest ? 2 * cprev : res_tap * cin) + o];
+        if (l > 0) z += xc[r * S + res_tap * cin + o];
+        const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
+        const Member<T>& m = mem[j];
         T* base = is_h ? m.hw : m.vw;
         base[((l * m.R + slot(m, y)) * d.lx + x) * int64_t(C) + o] = z;
         if (keep) hcur[j * C + o] = z;
@@ -627,7 +554,7 @@ struct Ctx {
 
   // Issues the cp.async copies of the segments of pairs p0 .. p0+nr-1 into buf.
   __device__ void gather_seg(bool is_h, int l, int y, int xb, int nx, const FastDiv& by_nx, int p0, int nr, T* buf,
-                             int RS, int part) const {
+                             int RS) const {
     const int C = d.channels, cin = is_h ? 2 * C : C;
     constexpr int VE = 16 / int(sizeof(T));
     const int upc = cin / VE;  // 16-byte units per column
@@ -652,7 +579,7 @@ struct Ctx {
       const T* src = nullptr;
       if (is_h) {
         if (c < C) {
-          if (yy >= 0 && xx >= 0 && !(part == kPresum && dy == 2)) src = h_at(m, l - 1, yy, xx) + c;
+          if (yy >= 0 && xx >= 0) src = h_at(m, l - 1, yy, xx) + c;
         } else if (yy >= 1 && xx >= 0) {
           src = v_at(m, l, yy - 1, xx) + (c - C);
         }
@@ -664,8 +591,7 @@ struct Ctx {
   }
 
   // pass() on the segment path (same arguments, keep = false).
-  __device__ void pass_seg(bool is_h, int l, int y, int xb, int xe, bool ready, bool next_h, int next_l, int part,
-                           int next_part) const {
+  __device__ void pass_seg(bool is_h, int l, int y, int xb, int xe, bool ready, bool next_h, int next_l) const {
     const int C = d.channels, C4 = d.c4;
     const int cin = is_h ? 2 * C : C;
     int K;
@@ -679,14 +605,14 @@ struct Ctx {
     long long t0 = prof && threadIdx.x == 0 ? clock64() : 0;
     if (wsm && !ready) stage_weights(K, W);
     int p0 = 0, nr = seg_chunk(0, npairs, nx, by_nx);
-    gather_seg(is_h, l, y, xb, nx, by_nx, 0, nr, xs, RS, part);
+    gather_seg(is_h, l, y, xb, nx, by_nx, 0, nr, xs, RS);
     cp_async_commit();  // with the weights (this pass's, or the ones the previous pass started)
     for (int c = 0;; ++c) {
       const T* cur = xs + (c & 1) * BS;
       const int pn = p0 + nr;
       const int nrn = pn < npairs ? seg_chunk(pn, npairs, nx, by_nx) : 0;
       if (nrn > 0) {
-        gather_seg(is_h, l, y, xb, nx, by_nx, pn, nrn, xs + ((c + 1) & 1) * BS, RS, part);
+        gather_seg(is_h, l, y, xb, nx, by_nx, pn, nrn, xs + ((c + 1) & 1) * BS, RS);
         cp_async_commit();
         cp_async_wait_1();  // everything but the copies just issued
       } else {
@@ -705,21 +631,21 @@ struct Ctx {
       }
       __syncthreads();
       tick(1, t0);
-      if (nrn == 0 && wsm && next_l >= 0) stage_next(next_h, next_l, next_part);
+      if (nrn == 0 && wsm && next_l >= 0) {
+        int Kn;
+        const T* Wn = layer_weights(next_h, next_l, Kn);
+        stage_weights(Kn, Wn);
+      }
       const int j0 = by_nx.div(p0);
       for (int e = threadIdx.x; e < nr * C; e += nthreads) {
         const int r = e / C, o = e - r * C;
         T z = T(0);
         for (int kg = 0; kg < ks; ++kg) z += red[(kg * rows4 + r) * C4 + o];
-        const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
-        const Member<T>& m = mem[j];
-        if (part == kPresum) {
-          m.pre[(l * d.lx + x) * C + o] = z;
-          continue;
-        }
         z += bias[o];
         z = z > T(0) ? z : T(0);
+        const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
         z += cur[2 * RS + (r + 2 * (j - j0) + res_dx) * (cin + VE) + o];
+        const Member<T>& m = mem[j];
         T* base = is_h ? m.hw : m.vw;
         base[((l * m.R + slot(m, y)) * d.lx + x) * int64_t(C) + o] = z;
       }
@@ -807,7 +733,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
                                                         Weights<T> w,      // kernel layout, see walker.h
                                                         WalkArgs<T> a,     // inputs/outputs of the mode
                                                         int tile, int rows, int xs_stride, int w_shared,
-                                                        int pipeline, int math, int segments, int presum,
+                                                        int pipeline, int math, int segments,
                                                         T* __restrict__ ring,         // [grid][tile][2][L][3][Lx][C]
                                                         int8_t* __restrict__ confs,   // [grid][tile][N]
                                                         long long* __restrict__ prof)  // [grid][8] or null
@@ -827,7 +753,6 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   cx.tile = tile;
   cx.rows = rows;
   cx.nthreads = kThr;
-  cx.presum = presum && a.mode == kSample && w_shared;
   cx.pipeline = pipeline;
   cx.WS = d.c4 + 8;  // padded: conflict-free B fragments of the MMA path
   // tensor-core products need the weights in shared memory and 8 | C <= 32
@@ -860,7 +785,6 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   cx.cols_v = cols_v;
   cx.prof = prof ? prof + 8 * blockIdx.x : nullptr;
   const int64_t ring_job = int64_t(L) * 3 * d.lx * C;  // one branch of one job
-  const int64_t job_elems = 2 * ring_job + int64_t(L) * d.lx * C;  // both rings and the presums
   const int64_t store_job = int64_t(L) * d.ly * d.lx * C;
   const int64_t n_tiles = (a.n_jobs + tile - 1) / tile;
 
@@ -875,8 +799,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
       Member<T> m{};
       m.valid = job < a.n_jobs;
       if (!m.valid) job = t * tile;  // mirror the first job of the tile (reads stay valid)
-      T* my_ring = ring + (int64_t(blockIdx.x) * tile + j) * job_elems;
-      m.pre = my_ring + 2 * ring_job;
+      T* my_ring = ring + (int64_t(blockIdx.x) * tile + j) * 2 * ring_job;
       m.hw = my_ring;
       m.vw = my_ring + ring_job;
       m.R = 3;
@@ -961,26 +884,15 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
     __syncthreads();
 
     if (a.mode == kSample) {
-      // ---- site walk. With presums (cx.presum), each row y starts with one row pass
-      // per block that computes the part of h_l's pre-activation reading the rows above
-      // (kPresum: window rows y-2, y-1 of h_(l-1) and the shifted v_l, all known then);
-      // each site then multiplies only row y's three taps of h_(l-1) (kRest). Same
-      // FLOPs, same inputs; 5/6 of the horizontal branch moves from single-position
-      // passes (their windows fetched site by site) into row passes over row segments.
-      const int rest = cx.presum ? kRest : kWhole;
+      // ---- site walk
       for (int i = start; i < N; ++i) {
         const int y = i / d.lx, x = i - y * d.lx;
         const bool row_end = x == d.lx - 1 && y < d.ly - 1;
-        if (cx.presum && x == 0)  // weights chained: v_(L-1) of the row above staged h_0's
-          for (int l = 0; l < L; ++l)
-            cx.pass(true, l, y, 0, d.lx, false, y > 0 || l > 0, true, l < L - 1 ? l + 1 : 0, kPresum,
-                    l < L - 1 ? kPresum : kRest);
         for (int l = 0; l < L; ++l) {
           // weights of the next pass: h_{l+1}, else v_0 at a row end, else h_0 of site i+1
           const bool nh = l < L - 1 || !row_end;
           const int nl = l < L - 1 ? l + 1 : (row_end ? 0 : (i + 1 < N ? 0 : -1));
-          cx.pass(true, l, y, x, x + 1, l == L - 1, cx.presum || i > start || l > 0, nh, nl, rest,
-                  nh ? rest : kWhole);
+          cx.pass(true, l, y, x, x + 1, l == L - 1, i > start || l > 0, nh, nl);
         }
         long long t0 = cx.prof && threadIdx.x == 0 ? clock64() : 0;
         if (threadIdx.x < tile) {
@@ -998,9 +910,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
         __syncthreads();
         cx.tick(3, t0);
         if (row_end)
-          for (int l = 0; l < L; ++l)
-            cx.pass(false, l, y, 0, d.lx, false, true, l == L - 1, l < L - 1 ? l + 1 : 0, kWhole,
-                    l == L - 1 && cx.presum ? kPresum : kWhole);
+          for (int l = 0; l < L; ++l) cx.pass(false, l, y, 0, d.lx, false, true, l == L - 1, l < L - 1 ? l + 1 : 0);
       }
     } else {
       // ---- row walk (spins given): per row and block, h_l then v_l (h_l of row y
@@ -1146,7 +1056,7 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out) {
   const int64_t n_tiles = (n_jobs + p.tile - 1) / p.tile;
   const int64_t grid = std::min<int64_t>(n_tiles, slots);
   p.grid = int(grid < 1 ? 1 : grid);
-  const size_t ring = size_t(7) * d.blocks * d.lx * d.channels * sizeof(T);  // 2 rings of 3 rows, presums
+  const size_t ring = size_t(2) * d.blocks * 3 * d.lx * d.channels * sizeof(T);
   const size_t conf = (size_t(d.n_sites) + 15) & ~size_t(15);
   p.scratch_bytes = size_t(p.grid) * p.tile * (ring + conf) + 256;
   *out = p;
@@ -1157,7 +1067,7 @@ template <typename T>
 cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const Plan& p, void* scratch,
                  cudaStream_t stream) {
   if (a.n_jobs <= 0) return cudaSuccess;
-  const size_t ring_bytes = size_t(p.grid) * p.tile * size_t(7) * d.blocks * d.lx * d.channels * sizeof(T);
+  const size_t ring_bytes = size_t(p.grid) * p.tile * size_t(2) * d.blocks * 3 * d.lx * d.channels * sizeof(T);
   T* ring = reinterpret_cast<T*>(scratch);
   int8_t* confs = reinterpret_cast<int8_t*>(scratch) + ((ring_bytes + 255) & ~size_t(255));
   // NAQS_PIXELCNN_PIPELINE=1: copy the next chunk's windows during a product (two
@@ -1170,15 +1080,11 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   const char* seg_env = std::getenv("NAQS_PIXELCNN_SEGMENTS");
   const int segments = !seg_env ? 1 : (seg_env[0] == '0' ? 0 : (seg_env[0] == '2' ? 2 : 1));
   const int math = math_mode();
-  // NAQS_PIXELCNN_PRESUM=1: sampling with row-start partial sums of the horizontal branch
-  // (kPresum / kRest passes, see the site walk).
-  const char* presum_env = std::getenv("NAQS_PIXELCNN_PRESUM");
-  const int presum = presum_env && presum_env[0] == '1' ? 1 : 0;
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
   const auto kernel = kernel_for<T>(p.threads, d.channels);
   if (!(env && env[0] == '1')) {
     kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared,
-                                                          pipeline, math, segments, presum, ring, confs, nullptr);
+                                                          pipeline, math, segments, ring, confs, nullptr);
     return cudaGetLastError();
   }
   // Diagnostics: per-CTA clock64 counters of thread 0 (time in each phase, barrier
@@ -1188,7 +1094,7 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   if (err != cudaSuccess) return err;
   cudaMemsetAsync(prof, 0, sizeof(long long) * 8 * p.grid, stream);
   kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared, pipeline, math,
-                                                segments, presum, ring, confs, prof);
+                                                segments, ring, confs, prof);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   std::vector<long long> h(size_t(8) * p.grid);
   if ((err = cudaMemcpyAsync(h.data(), prof, h.size() * sizeof(long long), cudaMemcpyDeviceToHost, stream)) !=
