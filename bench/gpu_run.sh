@@ -13,6 +13,7 @@
 # outside tests/test_engine.py. NAQS_BENCH_ARGS: extra arguments of bench_engine.py
 # (e.g. "--configs 21x20x4096 --vmc 12x10x1000n --profile"); the default adds
 # --legacy (the first kernel timed side by side). NAQS_GPU_SKIP_ED=1 skips bench/gpu_ed.sh.
+# NAQS_GPU_TEST_ENV="VAR=VALUE ...": the engine tests once more with those kernel switches.
 set -u -o pipefail
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
@@ -50,6 +51,11 @@ if [ -n "${NAQS_GPU_TEST_MATH:-}" ]; then  # the float32 tests again with tensor
   NAQS_PIXELCNN_MATH=$NAQS_GPU_TEST_MATH timeout 90 $PY -m pytest -m cuda -q -p no:cacheprovider tests/test_engine.py -k "not bad_inputs" > "$OUT/tests-math.log" 2>&1
   echo "  with NAQS_PIXELCNN_MATH=$NAQS_GPU_TEST_MATH (not bad_inputs): rc=$? $(tail -1 "$OUT/tests-math.log")" | tee -a "$SUMMARY"
   grep -E "^(FAILED|ERROR)|^E  .*(rel|Mismatch|Greatest)" "$OUT/tests-math.log" | head -12 | tee -a "$SUMMARY"
+fi
+if [ -n "${NAQS_GPU_TEST_ENV:-}" ]; then  # the engine tests again with a kernel switch, e.g. NAQS_PIXELCNN_PRESUM=1
+  env $NAQS_GPU_TEST_ENV timeout 150 $PY -m pytest -m cuda -q -p no:cacheprovider tests/test_engine.py -k "not bad_inputs" > "$OUT/tests-env.log" 2>&1
+  echo "  with $NAQS_GPU_TEST_ENV (not bad_inputs): rc=$? $(tail -1 "$OUT/tests-env.log")" | tee -a "$SUMMARY"
+  grep -E "^(FAILED|ERROR)|^E  .*(rel|Mismatch|Greatest|differ)" "$OUT/tests-env.log" | head -12 | tee -a "$SUMMARY"
 fi
 if [ $RC != 0 ]; then  # which kernel variant fails (A/B switches of walker.cu)
   for VAR in NAQS_PIXELCNN_THREADS=256 NAQS_PIXELCNN_WEIGHTS_SMEM=0; do
