@@ -5,7 +5,8 @@
 // Random weights (scaled like the PixelCNN's initialization), random configurations.
 // Times the three modes: kSample (exact sampling), kForward with storage (the first
 // phase of the local energy) and kConnected for all N single flips of every sample
-// (Ising), and prints ms, samples/s and GFLOP/s (analytic FLOP count).
+// (Ising), and prints ms, samples/s and GFLOP/s (analytic FLOP count; the connected
+// walks' FLOPs are those of the light cones they compute, pixelcnn/cone.h).
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -18,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "pixelcnn/cone.h"
 #include "pixelcnn/cpu/walker_cpu.h"
 #ifdef NAQS_WITH_CUDA
 #include "pixelcnn/cuda/walker_cuda.h"
@@ -34,6 +36,23 @@ double forward_flops(const Dims& d) {
     per_site += 2.0 * 9 * d.channels * (cv + ch);
   }
   return d.n_sites * (per_site + 8.0 * d.channels);
+}
+
+// FLOPs of the connected walk of one sample with site k flipped: the positions of its
+// light cone (cone.h) and the outputs of sites k..N-1.
+double cone_flops(const Dims& d, int k) {
+  Cone cone = Cone::of_flips(d.lx, d.ly);
+  cone.add(k);
+  double total = 8.0 * d.channels * (d.n_sites - k);
+  for (int l = 0; l < d.blocks; ++l) {
+    const int cv = l == 0 ? 1 : d.channels, ch = (l == 0 ? 1 : d.channels) + d.channels;
+    for (int y = 0; y < d.ly; ++y) {
+      int lo, hi;
+      if (cone.h_cols(l, y, lo, hi)) total += 2.0 * 9 * d.channels * ch * (hi - lo + 1);
+      if (cone.v_cols(l, y, lo, hi)) total += 2.0 * 9 * d.channels * cv * (hi - lo + 1);
+    }
+  }
+  return total;
 }
 
 struct HostNet {
@@ -99,8 +118,8 @@ int main(int argc, char** argv) {
     for (int64_t b = 0; b < batch; ++b) jobs.insert(jobs.end(), {b, int64_t(k), int64_t(k)});
   for (int64_t b = 0; b < batch; ++b)
     for (int k = 0; k < N; ++k) flips[(b * N + k) * 2] = k;
-  double conn_flops = forward_flops(d);  // own forward + suffix walks (approximation: h and v per site)
-  for (int k = 0; k < N; ++k) conn_flops += forward_flops(d) * double(N - k) / N;
+  double conn_flops = forward_flops(d);  // own forward + the flips' light cones
+  for (int k = 0; k < N; ++k) conn_flops += cone_flops(d, k);
   const size_t act = size_t(batch) * blocks * N * C;
 
   if (dev == "cpu") {

@@ -56,7 +56,7 @@ at::Tensor pixelcnn_connected(const std::vector<at::Tensor>& weights,  // packed
   // NAQS_PIXELCNN_CONE=0: walk everything from k on (the walk before the light cone;
   // A/B benchmarks and tests), read at each call.
   const char* cone_env = std::getenv("NAQS_PIXELCNN_CONE");
-  const int cone = (cone_env && cone_env[0] == '0') ? 0 : 1;
+  const int no_cone = (cone_env && cone_env[0] == '0') ? 1 : 0;
   auto go = [&](auto tag) {
     using T = decltype(tag);
     for (int64_t b0 = 0; b0 < batch; b0 += chunk) {
@@ -89,7 +89,7 @@ at::Tensor pixelcnn_connected(const std::vector<at::Tensor>& weights,  // packed
       c.flips = fl.data_ptr<int64_t>();
       c.n_conn = m_conn;
       c.out = out.narrow(0, b0, nb).data_ptr<double>();
-      c.cone = cone;
+      c.no_cone = no_cone;
       run_walk<T>(net, c);
     }
   };

@@ -80,7 +80,7 @@ struct WalkArgs {
   const int64_t* flips;  // [B, M, 2]
   int64_t n_conn;        // M
   double* out;           // [B, M, 2]
-  int cone;              // 1: walk only the light cone of the flips (cone.h), 0: everything from k on
+  int no_cone;           // 0: walk only the light cone of the flips (cone.h); 1: everything from k on
 };
 
 }  // namespace pixelcnn

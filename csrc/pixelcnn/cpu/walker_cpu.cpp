@@ -179,7 +179,7 @@ struct Walker {
 
 template <typename T, int CC4>
 void run(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a) {
-  const bool use_cone = a.cone;
+  const bool use_cone = !a.no_cone;
   const int N = d.n_sites;
   const int64_t per_job_act = int64_t(d.blocks) * d.ly * d.lx * d.channels;  // storage
   const int64_t ring_size = int64_t(d.blocks) * 3 * d.lx * d.channels;

@@ -844,7 +844,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
       // kConnected: the bounding box of every flipped site of the tile (the mirrored
       // invalid jobs repeat the first job)
       Cone c = Cone::everything(d.lx, d.ly, start);
-      if (a.mode == kConnected && a.cone) {
+      if (a.mode == kConnected && !a.no_cone) {
         c = Cone::of_flips(d.lx, d.ly);
         for (int j = 0; j < tile; ++j) {
           const Member<T>& m = cx.mem[j];
