@@ -166,6 +166,7 @@ struct Ctx {
   const int* cols_v;
   int tile, rows, S, WS, pipeline, math;
   int nthreads;  // blockDim.x (the kernel's template value: a compile-time constant)
+  int prefetch;  // kSample: single-position passes start the next block's windows early
   int ncol;        // segment path: columns of one segment buffer (0: path off), see pass_seg
   int seg_min_nx;  // segment path: only for passes of at least this many positions per job
   T* xs;           // [rows][S]            gathered windows of one chunk (or 2 segment buffers)
@@ -203,7 +204,10 @@ struct Ctx {
   // [h_{l-1} (spin for l = 0, causal tap 8 masked), down(v_l)] at rows y-2..y, cols
   // x-2..x. Vertical branch: v_{l-1} (spin for l = 0) at rows y-2..y, cols x-1..x+1.
   // Issues cp.async copies (and plain stores for spins); the caller waits.
-  __device__ void gather(bool is_h, int l, int y, int xb, int nx, int p0, int nr, T* xs) const {
+  // skip_center: leave the h_(l-1) part of tap 8, the site itself, alone (the previous
+  // pass writes it there directly, see pass()'s prefetch).
+  __device__ void gather(bool is_h, int l, int y, int xb, int nx, int p0, int nr, T* xs,
+                         bool skip_center = false) const {
     const int C = d.channels;
     const int cprev = l == 0 ? 1 : C, cin = is_h ? cprev + C : cprev;
     constexpr int VE = 16 / int(sizeof(T));
@@ -215,6 +219,7 @@ struct Ctx {
     for (int e = threadIdx.x; e < total; e += nthreads) {
       const int pt = by_upt.div(e), c = (e - pt * upt) * ue;
       const int r = pt / 9, tap = pt - 9 * r;
+      if (skip_center && tap == 8 && c < cprev) continue;
       const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
       const Member<T>& m = mem[j];
       T* dst = xs + r * S + tap * cin + c;
@@ -449,8 +454,14 @@ struct Ctx {
   // ready: this pass's weights were already copied to wsm by the previous pass;
   // next_l >= 0: after the last product, start copying the weights of the next pass
   // (next_h, next_l) into wsm, waited for by the next pass together with its windows.
+  // prefetched: this pass's weights and windows were started by the previous pass (all
+  // but the site's own h_(l-1) entries, which it wrote directly). prefetch (kSample,
+  // single-position horizontal pass of block l < L-1): after the product, start the
+  // weights and the windows of block l+1 at the same site (17 of its 18 taps do not
+  // depend on this pass) and write this pass's outputs into the 18th, so that their
+  // copies overlap this pass's finishing phase instead of stalling the next pass.
   __device__ void pass(bool is_h, int l, int y, int xb, int xe, bool keep, bool ready = false, bool next_h = true,
-                       int next_l = -1) const {
+                       int next_l = -1, bool prefetched = false, bool prefetch = false) const {
     if (ncol && l > 0 && !keep && xe - xb >= seg_min_nx) {
       pass_seg(is_h, l, y, xb, xe, ready, next_h, next_l);
       return;
@@ -469,8 +480,10 @@ struct Ctx {
     // all rows.
     const bool pipe = pipeline && npairs > rows && rows >= 8;
     const int cr = pipe ? rows / 2 : rows;
-    if (wsm && !ready) stage_weights(K, W);
-    gather(is_h, l, y, xb, nx, 0, min(cr, npairs), xs);
+    if (!prefetched) {
+      if (wsm && !ready) stage_weights(K, W);
+      gather(is_h, l, y, xb, nx, 0, min(cr, npairs), xs);
+    }
     cp_async_wait_all();
     __syncthreads();
     tick(0, t0);
@@ -507,6 +520,7 @@ struct Ctx {
         const T* Wn = layer_weights(next_h, next_l, Kn);
         stage_weights(Kn, Wn);
       }
+      if (prefetch) gather(true, l + 1, y, xb, nx, 0, npairs, xs, true);
       for (int e = threadIdx.x; e < nr * C; e += nthreads) {
         const int r = e / C, o = e - r * C;
         T z = T(0);
@@ -519,6 +533,7 @@ struct Ctx {
         T* base = is_h ? m.hw : m.vw;
         base[((l * m.R + slot(m, y)) * d.lx + x) * int64_t(C) + o] = z;
         if (keep) hcur[j * C + o] = z;
+        if (prefetch) xc[r * S + 8 * 2 * C + o] = z;  // tap 8, h_l part, of block l+1's window
       }
       if (!pipe && pn < npairs) {
         __syncthreads();
@@ -733,7 +748,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
                                                         Weights<T> w,      // kernel layout, see walker.h
                                                         WalkArgs<T> a,     // inputs/outputs of the mode
                                                         int tile, int rows, int xs_stride, int w_shared,
-                                                        int pipeline, int math, int segments,
+                                                        int pipeline, int math, int segments, int prefetch,
                                                         T* __restrict__ ring,         // [grid][tile][2][L][3][Lx][C]
                                                         int8_t* __restrict__ confs,   // [grid][tile][N]
                                                         long long* __restrict__ prof)  // [grid][8] or null
@@ -753,6 +768,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   cx.tile = tile;
   cx.rows = rows;
   cx.nthreads = kThr;
+  cx.prefetch = prefetch && w_shared && !pipeline && tile <= rows;
   cx.pipeline = pipeline;
   cx.WS = d.c4 + 8;  // padded: conflict-free B fragments of the MMA path
   // tensor-core products need the weights in shared memory and 8 | C <= 32
@@ -892,7 +908,8 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
           // weights of the next pass: h_{l+1}, else v_0 at a row end, else h_0 of site i+1
           const bool nh = l < L - 1 || !row_end;
           const int nl = l < L - 1 ? l + 1 : (row_end ? 0 : (i + 1 < N ? 0 : -1));
-          cx.pass(true, l, y, x, x + 1, l == L - 1, i > start || l > 0, nh, nl);
+          cx.pass(true, l, y, x, x + 1, l == L - 1, i > start || l > 0, nh, nl, l > 0 && cx.prefetch,
+                  l < L - 1 && cx.prefetch);
         }
         long long t0 = cx.prof && threadIdx.x == 0 ? clock64() : 0;
         if (threadIdx.x < tile) {
@@ -1080,11 +1097,15 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   const char* seg_env = std::getenv("NAQS_PIXELCNN_SEGMENTS");
   const int segments = !seg_env ? 1 : (seg_env[0] == '0' ? 0 : (seg_env[0] == '2' ? 2 : 1));
   const int math = math_mode();
+  // NAQS_PIXELCNN_PREFETCH=0: the sampler's single-position passes fetch their own
+  // windows (A/B of pass()'s prefetch).
+  const char* pf_env = std::getenv("NAQS_PIXELCNN_PREFETCH");
+  const int prefetch = pf_env && pf_env[0] == '0' ? 0 : 1;
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
   const auto kernel = kernel_for<T>(p.threads, d.channels);
   if (!(env && env[0] == '1')) {
     kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared,
-                                                          pipeline, math, segments, ring, confs, nullptr);
+                                                          pipeline, math, segments, prefetch, ring, confs, nullptr);
     return cudaGetLastError();
   }
   // Diagnostics: per-CTA clock64 counters of thread 0 (time in each phase, barrier
@@ -1094,7 +1115,7 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   if (err != cudaSuccess) return err;
   cudaMemsetAsync(prof, 0, sizeof(long long) * 8 * p.grid, stream);
   kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared, pipeline, math,
-                                                segments, ring, confs, prof);
+                                                segments, prefetch, ring, confs, prof);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   std::vector<long long> h(size_t(8) * p.grid);
   if ((err = cudaMemcpyAsync(h.data(), prof, h.size() * sizeof(long long), cudaMemcpyDeviceToHost, stream)) !=
