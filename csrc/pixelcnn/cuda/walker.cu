@@ -451,6 +451,26 @@ struct Ctx {
                 : (l == 0 ? w.wv0 : w.wv + int64_t(l - 1) * 9 * C * C4);
   }
 
+  // Shared by the finishing phases of pass() and pass_seg(): starts copying the next
+  // pass's weights into wsm (after the last product of a pass) ...
+  __device__ void stage_next(bool next_h, int next_l) const {
+    int K;
+    const T* W = layer_weights(next_h, next_l, K);
+    stage_weights(K, W);
+  }
+  // ... the K-split sum of output (row r, channel o) of a product, plus bias, ReLU ...
+  __device__ T bias_relu(int ks, int rstride, int r, int o, const T* bias) const {
+    T z = T(0);
+    for (int kg = 0; kg < ks; ++kg) z += red[(kg * rstride + r) * d.c4 + o];
+    z += bias[o];
+    return z > T(0) ? z : T(0);
+  }
+  // ... and the store of channel o of branch is_h, block l at (y, x) of member m.
+  __device__ void store(bool is_h, int l, int y, int x, const Member<T>& m, int o, T z) const {
+    T* base = is_h ? m.hw : m.vw;
+    base[((l * m.R + slot(m, y)) * d.lx + x) * int64_t(d.channels) + o] = z;
+  }
+
   // ready: this pass's weights were already copied to wsm by the previous pass;
   // next_l >= 0: after the last product, start copying the weights of the next pass
   // (next_h, next_l) into wsm, waited for by the next pass together with its windows.
@@ -515,23 +535,14 @@ struct Ctx {
       __syncthreads();
       tick(1, t0);
       const bool last = pn >= npairs;
-      if (last && wsm && next_l >= 0) {
-        int Kn;
-        const T* Wn = layer_weights(next_h, next_l, Kn);
-        stage_weights(Kn, Wn);
-      }
+      if (last && wsm && next_l >= 0) stage_next(next_h, next_l);
       if (prefetch) gather(true, l + 1, y, xb, nx, 0, npairs, xs, true);
       for (int e = threadIdx.x; e < nr * C; e += nthreads) {
         const int r = e / C, o = e - r * C;
-        T z = T(0);
-        for (int kg = 0; kg < ks; ++kg) z += red[(kg * rstride + r) * C4 + o];
-        z += bias[o];
-        z = z > T(0) ? z : T(0);
+        T z = bias_relu(ks, rstride, r, o, bias);
         if (l > 0) z += xc[r * S + res_tap * cin + o];
         const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
-        const Member<T>& m = mem[j];
-        T* base = is_h ? m.hw : m.vw;
-        base[((l * m.R + slot(m, y)) * d.lx + x) * int64_t(C) + o] = z;
+        store(is_h, l, y, x, mem[j], o, z);
         if (keep) hcur[j * C + o] = z;
         if (prefetch) xc[r * S + 8 * 2 * C + o] = z;  // tap 8, h_l part, of block l+1's window
       }
@@ -646,23 +657,14 @@ struct Ctx {
       }
       __syncthreads();
       tick(1, t0);
-      if (nrn == 0 && wsm && next_l >= 0) {
-        int Kn;
-        const T* Wn = layer_weights(next_h, next_l, Kn);
-        stage_weights(Kn, Wn);
-      }
+      if (nrn == 0 && wsm && next_l >= 0) stage_next(next_h, next_l);
       const int j0 = by_nx.div(p0);
       for (int e = threadIdx.x; e < nr * C; e += nthreads) {
         const int r = e / C, o = e - r * C;
-        T z = T(0);
-        for (int kg = 0; kg < ks; ++kg) z += red[(kg * rows4 + r) * C4 + o];
-        z += bias[o];
-        z = z > T(0) ? z : T(0);
+        T z = bias_relu(ks, rows4, r, o, bias);
         const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
         z += cur[2 * RS + (r + 2 * (j - j0) + res_dx) * (cin + VE) + o];
-        const Member<T>& m = mem[j];
-        T* base = is_h ? m.hw : m.vw;
-        base[((l * m.R + slot(m, y)) * d.lx + x) * int64_t(C) + o] = z;
+        store(is_h, l, y, x, mem[j], o, z);
       }
       __syncthreads();
       tick(2, t0);
