@@ -16,7 +16,8 @@
 // exact for one flip. Positions before `start` (the first walked site) are never in the
 // cone. The walk computes exactly the positions in the cone (whole intervals per row,
 // so the CUDA passes stay contiguous) and reads every other one from s's storage:
-// 29% fewer FLOPs than walking everything after k at 21x21 with 20 blocks, 52% with 10.
+// a local energy does 25% fewer FLOPs than walking everything after k at 21x21 with 20
+// blocks, 46% with 10 (docs/engine.md).
 //
 // `all` turns the cone off (NAQS_PIXELCNN_CONE=0 and the non-connected walks): then
 // every position from `start` on is walked, the walk before the cone existed.

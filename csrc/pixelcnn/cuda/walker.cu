@@ -20,7 +20,8 @@
 //   3. bias, ReLU, residual; the result goes to the row ring (or the storage).
 // Which passes a walk runs:
 //   kSample: site by site (the draw at site i needs every layer at site i): one
-//     horizontal pass per block with a single position; at the end of each row the
+//     horizontal pass per block with a single position (each starts the next block's
+//     weights and windows during its finishing phase); at the end of each row the
 //     vertical branch of every block as one pass over the whole row.
 //   kForward, kConnected: the spins are given, so nothing is sequential within a row:
 //     per row and block one horizontal and one vertical pass over the whole row (rows
