@@ -67,15 +67,17 @@ def matmul_ceiling(device, tf32: bool) -> float:
 
 
 # ---------------------------------------------------------------------- FLOP counts
+def position_flops(blocks, c) -> tuple[list[int], list[int]]:
+    """FLOPs of one position of each block: (horizontal branch, vertical branch), both
+    3x3 windows; block 0 reads the spins (one channel) instead of the previous block."""
+    cprev = [1 if layer == 0 else c for layer in range(blocks)]
+    return [2 * 9 * c * (cp + c) for cp in cprev], [2 * 9 * c * cp for cp in cprev]
+
+
 def forward_flops(lx, ly, blocks, c) -> float:
     """One forward pass of one sample: every site, every block, both branches, output."""
-    n = lx * ly
-    per_site = 0
-    for layer in range(blocks):
-        cin_v = 1 if layer == 0 else c
-        cin_h = (1 if layer == 0 else c) + c
-        per_site += 2 * 9 * c * (cin_v + cin_h)
-    return n * (per_site + 2 * 4 * c)
+    h_pos, v_pos = position_flops(blocks, c)
+    return lx * ly * (sum(h_pos) + sum(v_pos) + 2 * 4 * c)
 
 
 def connected_flops(lx, ly, blocks, c) -> float:
@@ -86,8 +88,7 @@ def connected_flops(lx, ly, blocks, c) -> float:
     horizontal branch at every site from k, the vertical branch of every row from
     row(k)); this count stays the cone's, so it is the useful work in both cases."""
     n = lx * ly
-    h_pos = [2 * 9 * c * ((1 if layer == 0 else c) + c) for layer in range(blocks)]
-    v_pos = [2 * 9 * c * (1 if layer == 0 else c) for layer in range(blocks)]
+    h_pos, v_pos = position_flops(blocks, c)
     total = forward_flops(lx, ly, blocks, c)
     for k in range(n):
         h, v = ops.pixelcnn_cone(lx, ly, blocks, [k])
@@ -102,10 +103,8 @@ def full_walk_flops(lx, ly, blocks, c) -> float:
     and the vertical branch of rows row(k)..Ly-2 for every flip (the work of the
     NAQS_PIXELCNN_CONE=0 walk; used for the floors in docs/engine.md)."""
     n = lx * ly
-    h_site = v_site = 0
-    for layer in range(blocks):
-        h_site += 2 * 9 * c * ((1 if layer == 0 else c) + c)
-        v_site += 2 * 9 * c * (1 if layer == 0 else c)
+    h_pos, v_pos = position_flops(blocks, c)
+    h_site, v_site = sum(h_pos), sum(v_pos)
     total = forward_flops(lx, ly, blocks, c)
     for k in range(n):
         total += (n - k) * (h_site + 2 * 4 * c) + max(0, ly - 1 - k // lx) * lx * v_site
@@ -175,11 +174,11 @@ def bench_config(lx, blocks, c, batch, device, ceilings, run_reference, le_batch
     # the forward pass of the same batch size for the ratio
     with torch.no_grad():
         t_fwd_nb = timeit(lambda: model.raw_outputs(spins_in[:nb]), device, reps=5, warmup=1)
-    rows.append(dict(what=f"Ising E_loc: kernel (B={nb})", t=t_le, samples=nb,
-                     flops=connected_flops(lx, lx, blocks, c) * nb, fwd=t_fwd_nb))
+    f_conn = connected_flops(lx, lx, blocks, c) * nb
+    rows.append(dict(what=f"Ising E_loc: kernel (B={nb})", t=t_le, samples=nb, flops=f_conn, fwd=t_fwd_nb))
     if t_le_legacy is not None:
-        rows.append(dict(what=f"Ising E_loc: legacy kernel (B={nb})", t=t_le_legacy, samples=nb,
-                         flops=connected_flops(lx, lx, blocks, c) * nb, fwd=t_fwd_nb))
+        rows.append(dict(what=f"Ising E_loc: legacy kernel (B={nb})", t=t_le_legacy, samples=nb, flops=f_conn,
+                         fwd=t_fwd_nb))
     if t_le_ref is not None:
         rows.append(dict(what=f"Ising E_loc: reference (B={nb})", t=t_le_ref, samples=nb,
                          flops=f_fwd / batch * nb * (n + 0), fwd=t_fwd_nb))
