@@ -13,6 +13,7 @@ TF32 matmul ceilings measured in the same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
@@ -200,30 +201,65 @@ def bench_config(lx, blocks, c, batch, device, ceilings, run_reference, le_batch
     return out
 
 
-def vmc_step(model, ham, batch, use_kernel, opt):
+def vmc_step(model, ham, batch, use_kernel, opt, phases=None):
+    """One VMC step; ``phases`` (a dict) collects the CUDA events between its parts."""
+    mark = (lambda key: phases.setdefault(key, _event())) if phases is not None else (lambda key: None)
+    mark("start")
     spins, log_psi = exact_sample(model, batch, use_kernel=use_kernel)
+    mark("sampled")
     e_loc = local_energy(model, ham, spins, log_psi=log_psi if use_kernel else None,
                          memory_budget=1 << 40 if use_kernel else 1 << 30, use_kernel=use_kernel)
+    mark("energies")
     lp = ops.pixelcnn_log_psi(model, spins) if use_kernel else model.log_psi(spins)
     centered = (e_loc - e_loc.mean()).to(lp.dtype)
     loss = 2.0 * (centered.conj() * lp).real.mean()
     opt.zero_grad()
     loss.backward()
     opt.step()
+    mark("end")
     return e_loc.real.mean().item()
 
 
-def bench_vmc(lx, blocks, batch, device, naive=True):
+def _event():
+    ev = torch.cuda.Event(enable_timing=True)
+    ev.record()
+    return ev
+
+
+def bench_vmc(lx, blocks, batch, device, naive=True, maths=()):
+    """Seconds of one VMC step per path: "kernel" (default arithmetic), "kernel-<math>"
+    for each tensor-core mode in ``maths``, and "naive" (the reference path; PyTorch
+    convolutions, with cuDNN's TF32 as torch sets it). Kernel steps: median of 3 after a
+    warm-up, with the split sample / local energy / gradient+update of the median step
+    on CUDA; the naive step: one run."""
     torch.manual_seed(0)
     model = PixelCNN(lx, lx, blocks, 32).to(device)
     ham = TransverseFieldIsing(square(lx, lx), gamma=1.0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     res = {}
-    for name, use_kernel in [("kernel", True), ("naive", False)]:
-        if name == "naive" and not naive:
-            continue
-        t = timeit(lambda: vmc_step(model, ham, batch, use_kernel, opt), device, reps=1, warmup=1 if use_kernel else 0)
-        res[name] = t
+    runs = [("kernel", True, None)] + [(f"kernel-{m}", True, m) for m in maths]
+    if naive:
+        runs.append(("naive", False, None))
+    for name, use_kernel, math_mode in runs:
+        with ops.use_engine_math(math_mode) if math_mode else contextlib.nullcontext():
+            reps = 3 if use_kernel else 1
+            for _ in range(1 if use_kernel else 0):
+                vmc_step(model, ham, batch, use_kernel, opt)
+            steps = []
+            for _ in range(reps):
+                ph = {} if device.type == "cuda" else None
+                t0 = time.perf_counter()
+                vmc_step(model, ham, batch, use_kernel, opt, ph)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                    split = (ph["start"].elapsed_time(ph["sampled"]) / 1e3,
+                             ph["sampled"].elapsed_time(ph["energies"]) / 1e3,
+                             ph["energies"].elapsed_time(ph["end"]) / 1e3)
+                    steps.append((ph["start"].elapsed_time(ph["end"]) / 1e3, split))
+                else:
+                    steps.append((time.perf_counter() - t0, None))
+            steps.sort(key=lambda x: x[0])
+            res[name] = steps[len(steps) // 2]
     return res
 
 
@@ -289,6 +325,8 @@ def main(argv=None):
     p.add_argument("--precision", default=None,
                    help="comma-separated NAQS_PIXELCNN_MATH modes for the local-energy precision table "
                         "(e.g. ffma,3xtf32,tf32)")
+    p.add_argument("--vmc-math", default=None,
+                   help="comma-separated tensor-core modes (3xtf32, tf32) whose VMC step is timed too")
     p.add_argument("--profile", action="store_true", help="first, one profiled walk per config (CUDA)")
     p.add_argument("--vmc", default=None, help="comma-separated LxBLOCKSxBATCH[n] VMC steps (n: also naive); "
                    "'none' for no VMC step")
@@ -407,11 +445,17 @@ def main(argv=None):
         for r in rows:
             lines.append(f"| {r['config']} | {r['what']} | {r['ms']:.2f} | {r['sps']:.0f} | {r['fwd_ratio']:.2f} | "
                          f"{r['tflops']:.2f} | {100*r['frac_fp32']:.1f} | {100*r['frac_tf32']:.1f} |")
-        lines += ["", "VMC step (exact sample + Ising local energy + gradient + Adam update):", "",
-                  "| config | kernel ms | naive ms | speed-up |", "| --- | ---: | ---: | ---: |"]
-        for cfg, tk, tn, sp in vmc_rows:
-            naive_ms = f"{tn*1e3:.1f}" if tn is not None else "-"
-            lines.append(f"| {cfg} | {tk*1e3:.1f} | {naive_ms} | {sp:.1f}x |")
+        lines += ["", "VMC step (exact sample + Ising local energy + gradient + Adam update); the naive path "
+                  f"runs PyTorch convolutions with cuDNN TF32 {'on' if torch.backends.cudnn.allow_tf32 else 'off'} "
+                  "(torch's default); kernel-<math>: the kernels' tensor-core mode (ops.use_engine_math):", "",
+                  "| config | path | step ms | sample ms | E_loc ms | gradient + update ms | speed-up vs naive |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        for cfg, res in vmc_rows:
+            naive = res.get("naive")
+            for path, (total, split) in res.items():
+                parts = " | ".join(f"{t*1e3:.1f}" for t in split) if split else "- | - | -"
+                speed = f"{naive[0] / total:.1f}x" if naive else "-"
+                lines.append(f"| {cfg} | {path} | {total*1e3:.1f} | {parts} | {speed} |")
         if ab_lines:
             lines += ["", "Kernel switches (A/B, first configuration):", ""] + ab_lines
         if args.precision and final:  # measured once, at the end (it runs the networks)
@@ -434,12 +478,13 @@ def main(argv=None):
                   flush=True)
         rows += r
         report(final=False)
+    vmc_maths = [m for m in (args.vmc_math or "").split(",") if m]
     for lx, blocks, batch in vmc_cfgs:
-        res = bench_vmc(lx, blocks, batch, device, naive=vmc_naive[(lx, blocks, batch)])
-        speedup = res["naive"] / res["kernel"] if "naive" in res else float("nan")
-        vmc_rows.append((f"{lx}x{lx} L={blocks} C=32 B={batch}", res.get("kernel"), res.get("naive"), speedup))
-        print(f"VMC step {lx}x{lx} L={blocks} B={batch}: kernel {res['kernel']*1e3:.1f} ms, naive "
-              f"{res.get('naive', float('nan'))*1e3:.1f} ms, speed-up {speedup:.1f}x", flush=True)
+        res = bench_vmc(lx, blocks, batch, device, naive=vmc_naive[(lx, blocks, batch)], maths=vmc_maths)
+        vmc_rows.append((f"{lx}x{lx} L={blocks} C=32 B={batch}", res))
+        naive = res.get("naive", (float("nan"), None))[0]
+        print(f"VMC step {lx}x{lx} L={blocks} B={batch}: "
+              + ", ".join(f"{k} {t*1e3:.1f} ms ({naive / t:.1f}x)" for k, (t, _) in res.items()), flush=True)
         report(final=False)
 
     print(report(final=True))

@@ -54,6 +54,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="cpu or cuda")
     g.add_argument("--dtype", choices=["float32", "float64"])
+    g.add_argument("--engine-math", choices=["ffma", "3xtf32", "tf32"],
+                   help="CUDA kernel arithmetic for sampling and local energies: ffma (default, within 1e-6 of "
+                        "float64), 3xtf32 or tf32 (tensor cores; a faster training mode, docs/engine.md Precision)")
     g.add_argument("--checkpoint-every", type=int)
     g.add_argument("--eval-batch", type=int, help="samples of the final evaluation")
     g.add_argument("--no-exact", dest="exact", action="store_false", default=None, help="skip exact diagonalization")
@@ -89,7 +92,7 @@ def config_from_args(args) -> "VMCConfig":
     keys = [
         "model", "lattice", "size", "pbc", "gamma", "j1", "j2", "units", "sz", "marshall", "n_blocks", "channels",
         "symmetrize", "spin_flip", "sampler", "mcmc_chains", "mcmc_thin", "mcmc_burn_in", "seed", "device", "dtype",
-        "checkpoint_every", "eval_batch", "exact",
+        "engine_math", "checkpoint_every", "eval_batch", "exact",
     ]  # fmt: skip
     for key in keys:
         value = getattr(args, key, None)

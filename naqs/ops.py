@@ -7,6 +7,8 @@ once: a user never gets a wrong answer from a missing build, only a slower one.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import warnings
 
 import torch
@@ -83,6 +85,38 @@ import math  # noqa: E402  (kept inside the PixelCNN section)
 _PIXELCNN_KEYS = ("wv0", "wv", "bv", "wh0", "wh", "bh", "wo", "bo")
 
 
+# Arithmetic of the CUDA walker's products (csrc/pixelcnn/cuda/walker.cu reads
+# NAQS_PIXELCNN_MATH at every call): "ffma" (default: FP32/FP64 FMAs, local energies
+# within 1e-6 of float64), "3xtf32" (tensor cores, split operands: ~1e-6 to 1e-5) or
+# "tf32" (tensor cores, 10-bit mantissas: ~1e-4, a training mode; docs/engine.md
+# Precision has the measured energy biases). Float32 networks with 8 | channels <= 32
+# on CUDA; everything else runs FFMA whatever the setting.
+ENGINE_MATH_MODES = ("ffma", "3xtf32", "tf32")
+
+
+def engine_math() -> str:
+    """The CUDA walker's current product arithmetic (see ENGINE_MATH_MODES)."""
+    mode = os.environ.get("NAQS_PIXELCNN_MATH", "ffma") or "ffma"
+    return mode if mode in ENGINE_MATH_MODES else "ffma"
+
+
+@contextlib.contextmanager
+def use_engine_math(mode: str):
+    """``with ops.use_engine_math("tf32"): ...`` runs the CUDA kernels inside with that
+    product arithmetic and restores the previous setting afterwards."""
+    if mode not in ENGINE_MATH_MODES:
+        raise ValueError(f"engine math must be one of {ENGINE_MATH_MODES}, got {mode!r}")
+    old = os.environ.get("NAQS_PIXELCNN_MATH")
+    os.environ["NAQS_PIXELCNN_MATH"] = mode
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("NAQS_PIXELCNN_MATH", None)
+        else:
+            os.environ["NAQS_PIXELCNN_MATH"] = old
+
+
 def _pixelcnn_base(model):
     """``(base PixelCNN, symmetric?)`` or ``(None, False)`` for other models."""
     from .models.pixelcnn import PixelCNN
@@ -107,6 +141,9 @@ def _pixelcnn_kernel(base) -> tuple[str | None, str]:
         return "kernel-cpu", ""
     if dev == "cuda":
         if _C.build_info()["cuda"]:
+            math_mode = engine_math()
+            if math_mode != "ffma" and dtype == torch.float32 and base.channels % 8 == 0 and base.channels <= 32:
+                return f"kernel-cuda-{math_mode}", ""  # tensor-core products (see ENGINE_MATH_MODES)
             return "kernel-cuda", ""
         return None, "naqs._C was built without CUDA"
     return None, f"no kernel for device {dev}"

@@ -35,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed as dist_utils
-from . import sampling
+from . import ops, sampling
 from .hamiltonian import Hamiltonian, Heisenberg, TransverseFieldIsing
 from .lattice import Lattice, make_lattice
 from .local_energy import last_local_energy_path, local_energy
@@ -107,6 +107,10 @@ class VMCConfig:
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
+    # product arithmetic of the CUDA kernels for sampling and local energies: "ffma"
+    # (default, within 1e-6 of float64), "3xtf32" or "tf32" (tensor cores, a faster
+    # training mode with a measured energy bias: docs/engine.md, Precision)
+    engine_math: str = "ffma"
     checkpoint_every: int = 100
     eval_batch: int = 4096
     exact: bool = True  # compare with exact diagonalization when small enough
@@ -116,6 +120,8 @@ class VMCConfig:
             raise ValueError(f"model must be 'ising' or 'heisenberg', got {self.model!r}")
         if self.sampler not in ("exact", "mcmc"):
             raise ValueError(f"sampler must be 'exact' or 'mcmc', got {self.sampler!r}")
+        if self.engine_math not in ops.ENGINE_MATH_MODES:
+            raise ValueError(f"engine_math must be one of {ops.ENGINE_MATH_MODES}, got {self.engine_math!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
@@ -371,9 +377,10 @@ class VMC:
         stage = self.config.stages[index]
         self._ensure_optimizer(index)
         start = time.perf_counter()
-        spins, log_psi, acceptance = self.draw(stage.batch)
-        with torch.no_grad():
-            eloc = local_energy(self.model, self.hamiltonian, spins, log_psi=log_psi)
+        with ops.use_engine_math(self.config.engine_math):
+            spins, log_psi, acceptance = self.draw(stage.batch)
+            with torch.no_grad():
+                eloc = local_energy(self.model, self.hamiltonian, spins, log_psi=log_psi)
         self.energy_path = last_local_energy_path()
         log_psi_grad = self.model.log_psi(spins)
         loss = vmc_loss(eloc, log_psi_grad)
@@ -423,9 +430,10 @@ class VMC:
         sums = acceptance = spins = eloc = None
         if failure is None:
             try:
-                spins, log_psi, acceptance = self.draw(local_batch)
-                with torch.no_grad():
-                    eloc = local_energy(self.model, self.hamiltonian, spins, log_psi=log_psi)
+                with ops.use_engine_math(self.config.engine_math):
+                    spins, log_psi, acceptance = self.draw(local_batch)
+                    with torch.no_grad():
+                        eloc = local_energy(self.model, self.hamiltonian, spins, log_psi=log_psi)
                 self.energy_path = last_local_energy_path()
                 sums = dist_utils.local_sums(eloc, spins, self._shift, acceptance)
             except Exception as err:

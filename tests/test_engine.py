@@ -27,7 +27,7 @@ import torch
 from naqs import ops
 from naqs.hamiltonian import Heisenberg, TransverseFieldIsing
 from naqs.lattice import square
-from naqs.local_energy import connected_log_psi_reference, local_energy
+from naqs.local_energy import connected_log_psi_reference, last_local_energy_path, local_energy
 from naqs.models.pixelcnn import PixelCNN
 from naqs.models.symmetric import SymmetricModel
 from naqs.sampling import exact_sample, last_sampler_path
@@ -375,6 +375,7 @@ def test_tensor_core_math(device, monkeypatch, math_mode, tol):
     ham = TransverseFieldIsing(square(lx, ly), gamma=1.0)
     spins, log_psi = exact_sample(model, 64, uniforms=_uniforms(64, lx * ly, device))
     e_kernel = local_energy(model, ham, spins, log_psi=log_psi)
+    assert last_local_energy_path() == f"kernel-cuda-{math_mode}"
     e_ref = local_energy(model64, ham, spins, use_kernel=False)
     rel = ((e_kernel - e_ref).abs() / e_ref.abs().clamp_min(1e-12)).max().item()
     assert rel < tol, rel
@@ -386,6 +387,37 @@ def test_tensor_core_math(device, monkeypatch, math_mode, tol):
     same = (s_k == s_ref).all(1)
     assert (~same).float().mean() <= (0.02 if math_mode == "3xtf32" else 0.25)
     torch.testing.assert_close(lp_k[same], lp_ref[same].to(torch.complex128), atol=1e2 * tol, rtol=0)
+    # Row walks over >= 3 columns take the segment path (several jobs per chunk here:
+    # 9 columns, 16 jobs per CTA); the same products through the windows
+    # (NAQS_PIXELCNN_SEGMENTS=0) only sum in another order.
+    model = _model(9, 6, 3, 32, torch.float32, device, None, scale=0.3)
+    ham = TransverseFieldIsing(square(9, 6), gamma=1.0)
+    spins, log_psi = exact_sample(model, 40, uniforms=_uniforms(40, 54, device))
+    e_seg = local_energy(model, ham, spins, log_psi=log_psi)
+    monkeypatch.setenv("NAQS_PIXELCNN_SEGMENTS", "0")
+    e_win = local_energy(model, ham, spins, log_psi=log_psi)
+    rel = ((e_seg - e_win).abs() / e_win.abs().clamp_min(1e-12)).max().item()
+    assert rel < 1e-5, rel
+
+
+def test_engine_math_switch(monkeypatch):
+    """ops.use_engine_math sets the CUDA products' arithmetic for a block of code and
+    restores the previous setting; unknown modes are refused by it and by VMCConfig."""
+    from naqs.vmc import VMCConfig
+
+    monkeypatch.delenv("NAQS_PIXELCNN_MATH", raising=False)
+    assert ops.engine_math() == "ffma"
+    with ops.use_engine_math("tf32"):
+        assert ops.engine_math() == "tf32"
+        with ops.use_engine_math("3xtf32"):
+            assert ops.engine_math() == "3xtf32"
+        assert ops.engine_math() == "tf32"
+    assert ops.engine_math() == "ffma" and "NAQS_PIXELCNN_MATH" not in os.environ
+    with pytest.raises(ValueError, match="engine math must be one of"):
+        with ops.use_engine_math("bf16"):
+            pass
+    with pytest.raises(ValueError, match="engine_math must be one of"):
+        VMCConfig(engine_math="bf16").validate()
 
 
 def test_local_energy_kernel_path_used(device):

@@ -383,8 +383,10 @@ struct Ctx {
   // k-steps of group w / MT; red[kg][16 MT][C4] as for the FFMA product. kMath:
   // k3xTF32 splits both operands into a TF32 high part and a TF32 remainder and sums
   // lo*hi + hi*lo + hi*hi (about FP32 accuracy); kTF32 is one MMA (10-bit mantissas).
-  template <int kMath>
-  __device__ void product_mma(int K, int nr, const float* xs, int& ks, int& rstride) const {
+  // kSeg: xs holds row segments, addressed as in product<., true> (an 8-step of k never
+  // straddles a window column: 8 | cin); rows beyond nr read row nr - 1.
+  template <int kMath, bool kSeg = false>
+  __device__ void product_mma(int K, int nr, const float* xs, int& ks, int& rstride, SegArgs sg = SegArgs{}) const {
     const int C4 = d.c4, NT = C4 / 8;
     const int MT = nr > 16 ? 2 : 1, KG = int(blockDim.x >> 5) / MT;
     ks = KG;
@@ -398,12 +400,39 @@ struct Ctx {
     for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
       for (int q = 0; q < 4; ++q) acc[nt][q] = 0.f;
-    const float* xa = xs + (mt * 16 + g) * S + tig;  // rows g and g + 8 of the m-tile
-    const float* xb8 = xa + 8 * S;
+    // xa, xb8: entry k of rows g and g + 8 of the m-tile is xa[k], xb8[k]
+    const float* xa;
+    const float* xb8;
+    int kend = K, dx = 0, row_step = 0;
+    if constexpr (kSeg) {
+      constexpr int VE = 4;
+      const int cin = sg.cin;
+      const int j0 = sg.p0 / sg.nx, q0 = sg.p0 - j0 * sg.nx;
+      const int ra = min(mt * 16 + g, nr - 1), rb = min(mt * 16 + g + 8, nr - 1);
+      const int col = s0 * 8 / cin;
+      dx = col % 3;
+      kend = (col + 1) * cin;
+      row_step = sg.RS - 3 * cin - 2 * VE;
+      const float* base = xs + (col / 3) * (sg.RS - 3 * cin) + dx * VE + tig;
+      xa = base + (ra + 2 * sg.by_nx.div(q0 + ra)) * (cin + VE);
+      xb8 = base + (rb + 2 * sg.by_nx.div(q0 + rb)) * (cin + VE);
+    } else {
+      xa = xs + (mt * 16 + g) * S + tig;  // rows g and g + 8 of the m-tile
+      xb8 = xa + 8 * S;
+    }
     const float* wb = reinterpret_cast<const float*>(wsm) + tig * WS + g;
     for (int st = s0; st < s1; ++st) {
       const int k = st * 8;
-      const bool full = k + 8 <= K;
+      if constexpr (kSeg) {
+        if (k >= kend) {  // next column of the window: dx + 1, or dx 0 of the next row
+          kend += sg.cin;
+          const int step = ++dx == 3 ? row_step : 4;
+          dx = dx == 3 ? 0 : dx;
+          xa += step;
+          xb8 += step;
+        }
+      }
+      const bool full = kSeg || k + 8 <= K;
       const bool v0 = full || k + tig < K, v1 = full || k + tig + 4 < K;
       float af[4];
       af[0] = v0 ? xa[k] : 0.f;
@@ -559,7 +588,7 @@ struct Ctx {
   }
 
   // ---- Segment path (passes over rows: the row walk, kSample's vertical branch; layers
-  // l > 0, C % 4 == 0, FFMA products). Instead of the 9-tap window of every pair
+  // l > 0, C % 4 == 0; FFMA or tensor-core products). Instead of the 9-tap window of every pair
   // ([rows][K]: each input element copied up to 9 times), a chunk copies, per job it
   // touches and per input row dy = 0..2, the one contiguous segment its windows need:
   // columns x_first-2 .. x_last (h) or x_first-1 .. x_last+1 (v) of the job's pairs in
@@ -648,13 +677,26 @@ struct Ctx {
       __syncthreads();
       tick(0, t0);
       const int rows4 = (nr + 3) & ~3;
-      int ntile, ks;
-      split(rows4, C4, ntile, ks);
+      int ntile, ks, rstride = rows4;
       const SegArgs sg{p0, nx, nr, cin, RS, by_nx};
-      if (wsm) {
-        product<true, true>(K, wsm, rows4, cur, sg);
-      } else {
-        product<false, true>(K, W, rows4, cur, sg);
+      bool done = false;
+      if constexpr (sizeof(T) == 4) {
+        if (math != kFFMA && wsm) {
+          if (math == k3xTF32) {
+            product_mma<k3xTF32, true>(K, nr, cur, ks, rstride, sg);
+          } else {
+            product_mma<kTF32, true>(K, nr, cur, ks, rstride, sg);
+          }
+          done = true;
+        }
+      }
+      if (!done) {
+        split(rows4, C4, ntile, ks);
+        if (wsm) {
+          product<true, true>(K, wsm, rows4, cur, sg);
+        } else {
+          product<false, true>(K, W, rows4, cur, sg);
+        }
       }
       __syncthreads();
       tick(1, t0);
@@ -662,7 +704,7 @@ struct Ctx {
       const int j0 = by_nx.div(p0);
       for (int e = threadIdx.x; e < nr * C; e += nthreads) {
         const int r = e / C, o = e - r * C;
-        T z = bias_relu(ks, rows4, r, o, bias);
+        T z = bias_relu(ks, rstride, r, o, bias);
         const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
         z += cur[2 * RS + (r + 2 * (j - j0) + res_dx) * (cin + VE) + o];
         store(is_h, l, y, x, mem[j], o, z);
@@ -779,7 +821,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   cx.S = xs_stride;
   // segment path: two [3][ncol][2C + VE] buffers (padded columns) in the space of the
   // window chunk
-  cx.ncol = (segments && C % 4 == 0 && cx.math == kFFMA && !pipeline)
+  cx.ncol = (segments && C % 4 == 0 && !pipeline)
                 ? rows * xs_stride / (6 * (2 * C + 16 / int(sizeof(T))))
                 : 0;
   if (cx.ncol < 8) cx.ncol = 0;
