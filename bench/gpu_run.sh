@@ -38,10 +38,10 @@ else
   timeout 200 $PY -m pip install --no-build-isolation -v -e . -C cmake.define.NAQS_BUILD_BENCH=OFF >> "$OUT/build.log" 2>&1 ||
     { echo "build FAILED" | tee -a "$SUMMARY"; tail -40 "$OUT/build.log"; exit 1; }
 fi
-{ echo "-- ptxas of the engine kernels (legacy<dtype>: walker_legacy.cu; walk<dtype,threads,channels>: walker.cu, channels 0 = any)"
+{ echo "-- ptxas of the engine kernels (legacy<dtype>: walker_legacy.cu; walk<dtype,threads,channels,math>: walker.cu, channels 0 = any, math 0 FFMA / 1 3xTF32 / 2 TF32)"
   grep -h -A3 "Compiling entry.*walk_kernel" "$OUT/build.log" | grep -E "Compiling|registers|spill" |
-    sed 's/.*walk_kernelI\([a-z]*\)Li\([0-9]*\)ELi\([0-9]*\)E.*/walk<\1,\2,\3>/; s/.*walk_kernelI\([a-z]*\)E.*/legacy<\1>/; s/ *ptxas info *: //' |
-    paste - - - | head -16; } | tee -a "$SUMMARY"
+    sed 's/.*walk_kernelI\([a-z]*\)Li\([0-9]*\)ELi\([0-9]*\)ELi\([0-9]*\)E.*/walk<\1,\2,\3,\4>/; s/.*walk_kernelI\([a-z]*\)E.*/legacy<\1>/; s/ *ptxas info *: //' |
+    paste - - - | head -20; } | tee -a "$SUMMARY"
 echo "profilers: $(for t in ncu nsys; do command -v $t > /dev/null && printf '%s ' $t; done)" | tee -a "$SUMMARY"
 $PY -c "import torch, naqs.ops as o; print('build_info', o.build_info())" 2>&1 | tee -a "$SUMMARY"
 

@@ -89,10 +89,12 @@ struct FastDiv {
 };
 
 // One chunk of the segment path (pass_seg): first pair, positions per job, pairs,
-// input channels per column, row stride of a segment buffer.
+// input channels per column, row stride of a segment buffer, and the chunk's first job
+// and position (p0 = j0 nx + q0).
 struct SegArgs {
-  int p0, nx, nr, cin, RS;
-  FastDiv by_nx;  // division by nx
+  int p0, nx, nr, cin, RS, j0, q0;
+  FastDiv by_nx;   // division by nx
+  FastDiv by_cin;  // division by cin (k -> window column)
 };
 
 template <typename T>
@@ -147,6 +149,10 @@ __device__ __forceinline__ unsigned to_tf32(float x) {
   asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
   return r;
 }
+// Round-to-nearest (ties away) to TF32 for a finite x as the bits an MMA takes: the MMA
+// ignores the 13 low mantissa bits, so adding half of their unit is enough (one integer
+// add instead of cvt.rna's compare and add; infinities and NaNs come out as NaN).
+__device__ __forceinline__ unsigned rna_bits(float x) { return __float_as_uint(x) + 0x1000u; }
 __device__ __forceinline__ void mma_tf32(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
   asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
@@ -156,7 +162,10 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], const unsigned (&a)[4], 
 
 enum Math : int { kFFMA = 0, k3xTF32 = 1, kTF32 = 2 };
 
-template <typename T>
+// kMath: the tensor-core mode compiled into this kernel instance (kFFMA: none, so the
+// default kernel carries no MMA code and its registers); `math` is kMath when the
+// network allows it (float, weights in shared memory, 8 | C <= 32), else kFFMA.
+template <typename T, int kMath = kFFMA>
 struct Ctx {
   Dims d;
   Weights<T> w;
@@ -319,16 +328,15 @@ struct Ctx {
       const T* px[4];
       int col = 0, dx = 0, kend = k4;
       if constexpr (kSeg) {
-        const int j0 = sg.p0 / sg.nx, q0 = sg.p0 - j0 * sg.nx;
         const FastDiv& by_nx = sg.by_nx;
-        col = k0 / cin;
+        col = sg.by_cin.div(k0);
         dx = col % 3;
         kend = min(k4, (col + 1) * cin);
         const T* base = xs + (col / 3) * (sg.RS - 3 * cin) + dx * VE + k0;
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           const int rr = min(bg + nbg * i, sg.nr - 1);  // padding rows: any finite row
-          px[i] = base + (rr + 2 * by_nx.div(q0 + rr)) * (cin + VE);
+          px[i] = base + (rr + 2 * by_nx.div(sg.q0 + rr)) * (cin + VE);
         }
       } else {
 #pragma unroll
@@ -380,12 +388,15 @@ struct Ctx {
 
   // Tensor-core product (float, weights in shared memory, C % 8 == 0, C <= 32):
   // m16n8k8 TF32 MMAs, warp w takes m-tile w % MT (16 rows each, MT = 1 or 2) and the
-  // k-steps of group w / MT; red[kg][16 MT][C4] as for the FFMA product. kMath:
+  // k-steps of group w / MT; red[kg][16 MT][C4] as for the FFMA product. kM:
   // k3xTF32 splits both operands into a TF32 high part and a TF32 remainder and sums
-  // lo*hi + hi*lo + hi*hi (about FP32 accuracy); kTF32 is one MMA (10-bit mantissas).
-  // kSeg: xs holds row segments, addressed as in product<., true> (an 8-step of k never
-  // straddles a window column: 8 | cin); rows beyond nr read row nr - 1.
-  template <int kMath, bool kSeg = false>
+  // lo*hi + hi*lo + hi*hi (about FP32 accuracy); kTF32 is one MMA (10-bit mantissas),
+  // operands rounded by rna_bits (the weights once per pass on the segment path,
+  // round_weights_tf32).
+  // kSeg: xs holds row segments, addressed as in product<., true>; an 8-step of k never
+  // straddles a window column (8 | cin), so the k-steps run column by column with plain
+  // pointer steps inside a column. Rows beyond nr read row nr - 1.
+  template <int kM, bool kSeg = false>
   __device__ void product_mma(int K, int nr, const float* xs, int& ks, int& rstride, SegArgs sg = SegArgs{}) const {
     const int C4 = d.c4, NT = C4 / 8;
     const int MT = nr > 16 ? 2 : 1, KG = int(blockDim.x >> 5) / MT;
@@ -400,64 +411,75 @@ struct Ctx {
     for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
       for (int q = 0; q < 4; ++q) acc[nt][q] = 0.f;
-    // xa, xb8: entry k of rows g and g + 8 of the m-tile is xa[k], xb8[k]
-    const float* xa;
-    const float* xb8;
-    int kend = K, dx = 0, row_step = 0;
-    if constexpr (kSeg) {
-      constexpr int VE = 4;
-      const int cin = sg.cin;
-      const int j0 = sg.p0 / sg.nx, q0 = sg.p0 - j0 * sg.nx;
-      const int ra = min(mt * 16 + g, nr - 1), rb = min(mt * 16 + g + 8, nr - 1);
-      const int col = s0 * 8 / cin;
-      dx = col % 3;
-      kend = (col + 1) * cin;
-      row_step = sg.RS - 3 * cin - 2 * VE;
-      const float* base = xs + (col / 3) * (sg.RS - 3 * cin) + dx * VE + tig;
-      xa = base + (ra + 2 * sg.by_nx.div(q0 + ra)) * (cin + VE);
-      xb8 = base + (rb + 2 * sg.by_nx.div(q0 + rb)) * (cin + VE);
-    } else {
-      xa = xs + (mt * 16 + g) * S + tig;  // rows g and g + 8 of the m-tile
-      xb8 = xa + 8 * S;
-    }
     const float* wb = reinterpret_cast<const float*>(wsm) + tig * WS + g;
-    for (int st = s0; st < s1; ++st) {
-      const int k = st * 8;
-      if constexpr (kSeg) {
-        if (k >= kend) {  // next column of the window: dx + 1, or dx 0 of the next row
-          kend += sg.cin;
-          const int step = ++dx == 3 ? row_step : 4;
-          dx = dx == 3 ? 0 : dx;
-          xa += step;
-          xb8 += step;
-        }
-      }
-      const bool full = kSeg || k + 8 <= K;
-      const bool v0 = full || k + tig < K, v1 = full || k + tig + 4 < K;
+    // one k-step: A rows g, g + 8 of the m-tile at xa[0], xa[4] and xb8[0], xb8[4]
+    // (v0, v1: columns tig and tig + 4 inside K), B from the weight rows at wk
+    auto step = [&](const float* xa, const float* xb8, const float* wk, bool v0, bool v1) {
       float af[4];
-      af[0] = v0 ? xa[k] : 0.f;
-      af[1] = v0 ? xb8[k] : 0.f;
-      af[2] = v1 ? xa[k + 4] : 0.f;
-      af[3] = v1 ? xb8[k + 4] : 0.f;
+      af[0] = v0 ? xa[0] : 0.f;
+      af[1] = v0 ? xb8[0] : 0.f;
+      af[2] = v1 ? xa[4] : 0.f;
+      af[3] = v1 ? xb8[4] : 0.f;
       unsigned ah[4], al[4];
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        ah[i] = to_tf32(af[i]);
-        al[i] = kMath == k3xTF32 ? to_tf32(af[i] - __uint_as_float(ah[i])) : 0u;
+        ah[i] = kM == kTF32 ? rna_bits(af[i]) : to_tf32(af[i]);
+        al[i] = kM == k3xTF32 ? to_tf32(af[i] - __uint_as_float(ah[i])) : 0u;
       }
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt) {
         if (nt < NT) {
-          const float b0 = v0 ? wb[k * WS + nt * 8] : 0.f;
-          const float b1 = v1 ? wb[(k + 4) * WS + nt * 8] : 0.f;
-          const unsigned bh[2] = {to_tf32(b0), to_tf32(b1)};
-          if (kMath == k3xTF32) {
+          const float b0 = v0 ? wk[nt * 8] : 0.f;
+          const float b1 = v1 ? wk[4 * WS + nt * 8] : 0.f;
+          if (kM == k3xTF32) {
+            const unsigned bh[2] = {to_tf32(b0), to_tf32(b1)};
             const unsigned bl[2] = {to_tf32(b0 - __uint_as_float(bh[0])), to_tf32(b1 - __uint_as_float(bh[1]))};
             mma_tf32(acc[nt], al, bh);
             mma_tf32(acc[nt], ah, bl);
+            mma_tf32(acc[nt], ah, bh);
+          } else {  // kTF32: pass_seg rounded wsm already, pass() did not
+            const unsigned bh[2] = {kSeg ? __float_as_uint(b0) : rna_bits(b0), kSeg ? __float_as_uint(b1) : rna_bits(b1)};
+            mma_tf32(acc[nt], ah, bh);
           }
-          mma_tf32(acc[nt], ah, bh);
         }
+      }
+    };
+    if constexpr (kSeg) {
+      constexpr int VE = 4;
+      const int cin = sg.cin, spc = cin >> 3;  // k-steps per window column
+      const int ra = min(mt * 16 + g, nr - 1), rb = min(mt * 16 + g + 8, nr - 1);
+      const int oa = (ra + 2 * sg.by_nx.div(sg.q0 + ra)) * (cin + VE) + tig;
+      const int ob = (rb + 2 * sg.by_nx.div(sg.q0 + rb)) * (cin + VE) + tig;
+      int st = s0;
+      int col = sg.by_cin.div(s0 * 8);
+      int dy = col / 3, dx = col - 3 * dy;
+      while (st < s1) {
+        const int se = min(s1, (col + 1) * spc);
+        // entry k of row r sits at cb(r) (cin + VE) + k + dy (RS - 3 cin) + dx VE
+        const float* col_base = xs + dy * (sg.RS - 3 * cin) + dx * VE + st * 8;
+        const float* xa = col_base + oa;
+        const float* xb8 = col_base + ob;
+        const float* wk = wb + st * 8 * WS;
+#pragma unroll 2
+        for (; st < se; ++st) {
+          step(xa, xb8, wk, true, true);
+          xa += 8;
+          xb8 += 8;
+          wk += 8 * WS;
+        }
+        ++col;
+        if (++dx == 3) {
+          dx = 0;
+          ++dy;
+        }
+      }
+    } else {
+      const float* xa = xs + (mt * 16 + g) * S + tig;  // rows g and g + 8 of the m-tile
+      const float* xb8 = xa + 8 * S;
+      for (int st = s0; st < s1; ++st) {
+        const int k = st * 8;
+        const bool full = k + 8 <= K;
+        step(xa + k, xb8 + k, wb + k * WS, full || k + tig < K, full || k + tig + 4 < K);
       }
     }
     float* base = reinterpret_cast<float*>(red) + (kg * rstride + mt * 16 + g) * C4 + 2 * tig;
@@ -469,6 +491,21 @@ struct Ctx {
         base[8 * C4 + nt * 8] = acc[nt][2];
         base[8 * C4 + nt * 8 + 1] = acc[nt][3];
       }
+    }
+  }
+
+  // kTF32: the pass's weights in wsm rounded to TF32 once (after their copies landed,
+  // before the first product), so that the MMAs take them as they are.
+  __device__ void round_weights_tf32(int K) const {
+    const int n4 = K * (WS / 4);
+    float4* w4 = reinterpret_cast<float4*>(wsm);
+    for (int e = threadIdx.x; e < n4; e += nthreads) {
+      float4 q = w4[e];
+      q.x = __uint_as_float(rna_bits(q.x) & 0xffffe000u);
+      q.y = __uint_as_float(rna_bits(q.y) & 0xffffe000u);
+      q.z = __uint_as_float(rna_bits(q.z) & 0xffffe000u);
+      q.w = __uint_as_float(rna_bits(q.w) & 0xffffe000u);
+      w4[e] = q;
     }
   }
 
@@ -543,16 +580,10 @@ struct Ctx {
       T* xc = xs + (pipe && (c & 1) ? size_t(cr) * S : 0);
       if (pipe && pn < npairs) gather(is_h, l, y, xb, nx, pn, min(cr, npairs - pn), xs + (c & 1 ? 0 : size_t(cr) * S));
       int ks, rstride = rows4;
-      if constexpr (sizeof(T) == 4) {
-        if (math != kFFMA && wsm) {
-          if (math == k3xTF32) {
-            product_mma<k3xTF32>(K, nr, xc, ks, rstride);
-          } else {
-            product_mma<kTF32>(K, nr, xc, ks, rstride);
-          }
-        }
+      if constexpr (sizeof(T) == 4 && kMath != kFFMA) {
+        if (math != kFFMA) product_mma<kMath>(K, nr, xc, ks, rstride);
       }
-      if (math == kFFMA || !wsm || sizeof(T) != 4) {
+      if (kMath == kFFMA || math == kFFMA) {
         int ntile;
         split(rows4, C4, ntile, ks);
         rstride = rows4;
@@ -657,7 +688,7 @@ struct Ctx {
     const int res_dx = is_h ? 2 : 1;  // (y, x) itself: dy = 2, dx = 2 (h) or 1 (v)
     const int RS = ncol * (cin + VE), BS = 3 * ncol * (2 * C + VE);
     const int nx = xe - xb, npairs = tile * nx;
-    const FastDiv by_nx(nx, npairs + 2);
+    const FastDiv by_nx(nx, npairs + 2), by_cin(cin, K);
     long long t0 = prof && threadIdx.x == 0 ? clock64() : 0;
     if (wsm && !ready) stage_weights(K, W);
     int p0 = 0, nr = seg_chunk(0, npairs, nx, by_nx);
@@ -675,18 +706,19 @@ struct Ctx {
         cp_async_wait_all();
       }
       __syncthreads();
+      if (kMath == kTF32 && c == 0 && math == kTF32) {  // the weights have landed
+        round_weights_tf32(K);
+        __syncthreads();
+      }
       tick(0, t0);
       const int rows4 = (nr + 3) & ~3;
       int ntile, ks, rstride = rows4;
-      const SegArgs sg{p0, nx, nr, cin, RS, by_nx};
+      const int j0 = by_nx.div(p0);
+      const SegArgs sg{p0, nx, nr, cin, RS, j0, p0 - j0 * nx, by_nx, by_cin};
       bool done = false;
-      if constexpr (sizeof(T) == 4) {
-        if (math != kFFMA && wsm) {
-          if (math == k3xTF32) {
-            product_mma<k3xTF32, true>(K, nr, cur, ks, rstride, sg);
-          } else {
-            product_mma<kTF32, true>(K, nr, cur, ks, rstride, sg);
-          }
+      if constexpr (sizeof(T) == 4 && kMath != kFFMA) {
+        if (math != kFFMA) {
+          product_mma<kMath, true>(K, nr, cur, ks, rstride, sg);
           done = true;
         }
       }
@@ -701,7 +733,6 @@ struct Ctx {
       __syncthreads();
       tick(1, t0);
       if (nrn == 0 && wsm && next_l >= 0) stage_next(next_h, next_l);
-      const int j0 = by_nx.div(p0);
       for (int e = threadIdx.x; e < nr * C; e += nthreads) {
         const int r = e / C, o = e - r * C;
         T z = bias_relu(ks, rstride, r, o, bias);
@@ -788,12 +819,12 @@ struct Ctx {
 // count, the padded weight rows and everything derived from them are compile-time
 // constants (shifts instead of integer divisions, immediate offsets, fewer registers);
 // kCC = 0: any channel count.
-template <typename T, int kThr, int kCC>
+template <typename T, int kThr, int kCC, int kMath>
 __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lattice and network sizes
                                                         Weights<T> w,      // kernel layout, see walker.h
                                                         WalkArgs<T> a,     // inputs/outputs of the mode
                                                         int tile, int rows, int xs_stride, int w_shared,
-                                                        int pipeline, int math, int segments, int prefetch,
+                                                        int pipeline, int segments, int prefetch,
                                                         T* __restrict__ ring,         // [grid][tile][2][L][3][Lx][C]
                                                         int8_t* __restrict__ confs,   // [grid][tile][N]
                                                         long long* __restrict__ prof)  // [grid][8] or null
@@ -807,7 +838,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   }
   const int C = d.channels, N = d.n_sites, L = d.blocks;
   const int kmax = max(18 * C, 9 * (1 + C));
-  Ctx<T> cx;
+  Ctx<T, kMath> cx;
   cx.d = d;
   cx.w = w;
   cx.tile = tile;
@@ -817,7 +848,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   cx.pipeline = pipeline;
   cx.WS = d.c4 + 8;  // padded: conflict-free B fragments of the MMA path
   // tensor-core products need the weights in shared memory and 8 | C <= 32
-  cx.math = (sizeof(T) == 4 && w_shared && C % 8 == 0 && C <= 32) ? math : int(kFFMA);
+  cx.math = (sizeof(T) == 4 && w_shared && C % 8 == 0 && C <= 32) ? kMath : int(kFFMA);
   cx.S = xs_stride;
   // segment path: two [3][ncol][2C + VE] buffers (padded columns) in the space of the
   // window chunk
@@ -1018,12 +1049,31 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
 
 // The kernel instance for a CTA size and channel count: the 32-channel specialization
 // when it applies (NAQS_PIXELCNN_SPECIALIZE=0: always the generic one, A/B).
+// NAQS_PIXELCNN_MATH: ffma (default: FP32/FP64 FFMA), 3xtf32 or tf32 (float networks;
+// tensor cores, see product_mma).
+int math_mode() {
+  const char* env = std::getenv("NAQS_PIXELCNN_MATH");
+  if (!env) return kFFMA;
+  const std::string v(env);
+  if (v == "3xtf32") return k3xTF32;
+  if (v == "tf32") return kTF32;
+  return kFFMA;
+}
+
+// Tensor-core instances (float only) exist for 512 threads: with
+// NAQS_PIXELCNN_THREADS=256 the products stay FFMA.
 template <typename T>
-auto kernel_for(int threads, int channels) {
+auto kernel_for(int threads, int channels, int math) {
   const char* env = std::getenv("NAQS_PIXELCNN_SPECIALIZE");
-  if (channels == 32 && !(env && env[0] == '0'))
-    return threads == 512 ? walk_kernel<T, 512, 32> : walk_kernel<T, 256, 32>;
-  return threads == 512 ? walk_kernel<T, 512, 0> : walk_kernel<T, 256, 0>;
+  const bool c32 = channels == 32 && !(env && env[0] == '0');
+  if constexpr (sizeof(T) == 4) {
+    if (threads == 512 && math == k3xTF32)
+      return c32 ? walk_kernel<T, 512, 32, k3xTF32> : walk_kernel<T, 512, 0, k3xTF32>;
+    if (threads == 512 && math == kTF32)
+      return c32 ? walk_kernel<T, 512, 32, kTF32> : walk_kernel<T, 512, 0, kTF32>;
+  }
+  if (c32) return threads == 512 ? walk_kernel<T, 512, 32, kFFMA> : walk_kernel<T, 256, 32, kFFMA>;
+  return threads == 512 ? walk_kernel<T, 512, 0, kFFMA> : walk_kernel<T, 256, 0, kFFMA>;
 }
 
 int xs_stride_of(const Dims& d) {
@@ -1041,16 +1091,6 @@ size_t smem_bytes(const Dims& d, int tile, int rows, size_t elem, size_t member,
   return bytes + size_t(tile) * member + sizeof(Cone) + size_t(2) * d.blocks * d.ly * sizeof(int) + 16;
 }
 
-// NAQS_PIXELCNN_MATH: ffma (default: FP32/FP64 FFMA), 3xtf32 or tf32 (float networks;
-// tensor cores, see product_mma).
-int math_mode() {
-  const char* env = std::getenv("NAQS_PIXELCNN_MATH");
-  if (!env) return kFFMA;
-  const std::string v(env);
-  if (v == "3xtf32") return k3xTF32;
-  if (v == "tf32") return kTF32;
-  return kFFMA;
-}
 
 }  // namespace
 
@@ -1070,7 +1110,8 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out) {
   p.threads = sizeof(T) == 4 ? 512 : 256;
   if (thr_env && std::string(thr_env) == "256") p.threads = 256;
   if (thr_env && std::string(thr_env) == "512") p.threads = 512;
-  const auto kernel = kernel_for<T>(p.threads, d.channels);
+  p.math = math_mode();
+  const auto kernel = kernel_for<T>(p.threads, d.channels, p.math);
   p.xs_stride = xs_stride_of(d);
   // Weights of the pass in shared memory when they fit (NAQS_PIXELCNN_WEIGHTS_SMEM=0
   // reads them from global memory instead); then the largest chunk that fits.
@@ -1141,16 +1182,16 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   // positions per job; 2: also on passes of 1-2 positions (tests).
   const char* seg_env = std::getenv("NAQS_PIXELCNN_SEGMENTS");
   const int segments = !seg_env ? 1 : (seg_env[0] == '0' ? 0 : (seg_env[0] == '2' ? 2 : 1));
-  const int math = math_mode();
+  const int math = p.math;
   // NAQS_PIXELCNN_PREFETCH=0: the sampler's single-position passes fetch their own
   // windows (A/B of pass()'s prefetch).
   const char* pf_env = std::getenv("NAQS_PIXELCNN_PREFETCH");
   const int prefetch = pf_env && pf_env[0] == '0' ? 0 : 1;
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
-  const auto kernel = kernel_for<T>(p.threads, d.channels);
+  const auto kernel = kernel_for<T>(p.threads, d.channels, math);
   if (!(env && env[0] == '1')) {
     kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared,
-                                                          pipeline, math, segments, prefetch, ring, confs, nullptr);
+                                                          pipeline, segments, prefetch, ring, confs, nullptr);
     return cudaGetLastError();
   }
   // Diagnostics: per-CTA clock64 counters of thread 0 (time in each phase, barrier
@@ -1159,7 +1200,7 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   cudaError_t err = cudaMalloc(&prof, sizeof(long long) * 8 * p.grid);
   if (err != cudaSuccess) return err;
   cudaMemsetAsync(prof, 0, sizeof(long long) * 8 * p.grid, stream);
-  kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared, pipeline, math,
+  kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared, pipeline,
                                                 segments, prefetch, ring, confs, prof);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   std::vector<long long> h(size_t(8) * p.grid);

@@ -28,6 +28,7 @@ struct Plan {
   int xs_stride = 0;     // row stride of the shared input window
   int w_shared = 0;      // 1: each pass stages its layer's weights in shared memory
   int threads = 256;
+  int math = 0;          // product arithmetic (NAQS_PIXELCNN_MATH when the plan was made)
   int grid = 0;
   size_t smem = 0;       // dynamic shared memory per CTA
   size_t scratch_bytes = 0;
