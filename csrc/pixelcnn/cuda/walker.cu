@@ -121,7 +121,8 @@ __device__ __forceinline__ Vec4<double> load4_sh(const double* p) {
   return Vec4<double>{{a.x, a.y, b.x, b.y}};
 }
 // 16-byte shared-memory stores (a quarter warp writing 128 contiguous bytes is
-// conflict-free; four scalar stores of a 4 x 4 tile were 4-way conflicts).
+// conflict-free; four scalar stores of a 4 x 4 tile were 4-way conflicts); also used
+// for 16-byte-aligned global stores.
 __device__ __forceinline__ void store4_sh(float* p, const float (&a)[4]) {
   *reinterpret_cast<float4*>(p) = make_float4(a[0], a[1], a[2], a[3]);
 }
@@ -532,6 +533,22 @@ struct Ctx {
     z += bias[o];
     return z > T(0) ? z : T(0);
   }
+  // ... (the same for channels o .. o+3, o % 4 == 0) ...
+  __device__ void bias_relu4(int ks, int rstride, int r, int o, const T* bias, T (&z)[4]) const {
+#pragma unroll
+    for (int q = 0; q < 4; ++q) z[q] = T(0);
+    const T* pr = red + r * d.c4 + o;
+    for (int kg = 0; kg < ks; ++kg) {
+      const Vec4<T> v = load4_sh(pr + kg * rstride * d.c4);
+#pragma unroll
+      for (int q = 0; q < 4; ++q) z[q] += v.v[q];
+    }
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      z[q] += bias[o + q];
+      z[q] = z[q] > T(0) ? z[q] : T(0);
+    }
+  }
   // ... and the store of channel o of branch is_h, block l at (y, x) of member m.
   __device__ void store(bool is_h, int l, int y, int x, const Member<T>& m, int o, T z) const {
     T* base = is_h ? m.hw : m.vw;
@@ -639,21 +656,28 @@ struct Ctx {
     return n;
   }
 
-  // Issues the cp.async copies of the segments of pairs p0 .. p0+nr-1 into buf.
+  // Issues the cp.async copies of the segments of pairs p0 .. p0+nr-1 into buf. One
+  // thread per piece of up to 4 16-byte units of one column part (h: [h_{l-1} | v_l],
+  // v: v_{l-1}), so that the index arithmetic (job, column, cone test, address) runs
+  // once per piece rather than once per unit.
   __device__ void gather_seg(bool is_h, int l, int y, int xb, int nx, const FastDiv& by_nx, int p0, int nr, T* buf,
                              int RS) const {
     const int C = d.channels, cin = is_h ? 2 * C : C;
     constexpr int VE = 16 / int(sizeof(T));
-    const int upc = cin / VE;  // 16-byte units per column
+    const int upp = C / VE;                  // 16-byte units per part (C % 4 == 0)
+    const int pu = upp % 4 == 0 ? 4 : upp;   // units per piece
+    const int ppp = upp / pu;                // pieces per part
+    const int pieces = (is_h ? 2 : 1) * ppp; // pieces per column
     const int j0 = by_nx.div(p0), q0 = p0 - j0 * nx;
     const int n0 = min(nx - q0, nr);  // pairs of the first job
     const int ncols = nr + 2 * (by_nx.div(p0 + nr - 1) - j0 + 1);
-    const int total = 3 * ncols * upc;
-    const FastDiv by_upc(upc, total), by_ncols(ncols, 3 * ncols), by_nx2(nx + 2, ncols);
+    const int total = 3 * ncols * pieces;
+    const FastDiv by_pieces(pieces, total), by_ncols(ncols, 3 * ncols), by_nx2(nx + 2, ncols);
     const int x_first = xb + q0 - (is_h ? 2 : 1);  // lattice column of column 0
 #pragma unroll 1
     for (int e = threadIdx.x; e < total; e += nthreads) {
-      const int rest = by_upc.div(e), c = (e - rest * upc) * VE;
+      const int rest = by_pieces.div(e), pc = e - rest * pieces;
+      const int part = pc >= ppp ? 1 : 0, c = (pc - part * ppp) * pu * VE;
       const int dy = by_ncols.div(rest), sc = rest - dy * ncols;
       int jj = 0, xx = x_first + sc;
       if (sc >= n0 + 2) {
@@ -665,15 +689,21 @@ struct Ctx {
       const int yy = y - 2 + dy;
       const T* src = nullptr;
       if (is_h) {
-        if (c < C) {
+        if (part == 0) {
           if (yy >= 0 && xx >= 0) src = h_at(m, l - 1, yy, xx) + c;
         } else if (yy >= 1 && xx >= 0) {
-          src = v_at(m, l, yy - 1, xx) + (c - C);
+          src = v_at(m, l, yy - 1, xx) + c;
         }
       } else if (yy >= 0 && xx >= 0 && xx < d.lx) {
         src = v_at(m, l - 1, yy, xx) + c;
       }
-      cp_async<16>(buf + dy * RS + sc * (cin + VE) + c, src, w.bo);
+      T* dst = buf + dy * RS + sc * (cin + VE) + part * C + c;
+      if (pu == 4) {
+#pragma unroll
+        for (int u = 0; u < 4; ++u) cp_async<16>(dst + u * VE, src ? src + u * VE : nullptr, w.bo);
+      } else {
+        for (int u = 0; u < pu; ++u) cp_async<16>(dst + u * VE, src ? src + u * VE : nullptr, w.bo);
+      }
     }
   }
 
@@ -733,12 +763,19 @@ struct Ctx {
       __syncthreads();
       tick(1, t0);
       if (nrn == 0 && wsm && next_l >= 0) stage_next(next_h, next_l);
-      for (int e = threadIdx.x; e < nr * C; e += nthreads) {
-        const int r = e / C, o = e - r * C;
-        T z = bias_relu(ks, rstride, r, o, bias);
+      // four channels per thread: 16-byte loads of the partial sums and the residual,
+      // 16-byte stores (the same sums in the same order as bias_relu)
+      const int CQ = C / 4;
+      for (int e = threadIdx.x; e < nr * CQ; e += nthreads) {
+        const int r = e / CQ, o = (e - r * CQ) * 4;
+        T z[4];
+        bias_relu4(ks, rstride, r, o, bias, z);
         const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
-        z += cur[2 * RS + (r + 2 * (j - j0) + res_dx) * (cin + VE) + o];
-        store(is_h, l, y, x, mem[j], o, z);
+        const Vec4<T> res = load4_sh(cur + 2 * RS + (r + 2 * (j - j0) + res_dx) * (cin + VE) + o);
+#pragma unroll
+        for (int q = 0; q < 4; ++q) z[q] += res.v[q];
+        const Member<T>& m = mem[j];
+        store4_sh((is_h ? m.hw : m.vw) + ((l * m.R + slot(m, y)) * d.lx + x) * int64_t(C) + o, z);
       }
       __syncthreads();
       tick(2, t0);
