@@ -427,11 +427,18 @@ struct Ctx {
         ah[i] = kM == kTF32 ? rna_bits(af[i]) : to_tf32(af[i]);
         al[i] = kM == k3xTF32 ? to_tf32(af[i] - __uint_as_float(ah[i])) : 0u;
       }
+      // every B fragment of the step loaded before the first MMA (the MMAs then wait
+      // on one round of shared-memory latency, not one per n-tile)
+      float bf[4][2];
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        bf[nt][0] = nt < NT && v0 ? wk[nt * 8] : 0.f;
+        bf[nt][1] = nt < NT && v1 ? wk[4 * WS + nt * 8] : 0.f;
+      }
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt) {
         if (nt < NT) {
-          const float b0 = v0 ? wk[nt * 8] : 0.f;
-          const float b1 = v1 ? wk[4 * WS + nt * 8] : 0.f;
+          const float b0 = bf[nt][0], b1 = bf[nt][1];
           if (kM == k3xTF32) {
             const unsigned bh[2] = {to_tf32(b0), to_tf32(b1)};
             const unsigned bl[2] = {to_tf32(b0 - __uint_as_float(bh[0])), to_tf32(b1 - __uint_as_float(bh[1]))};
