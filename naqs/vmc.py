@@ -563,13 +563,16 @@ class VMC:
         return dist_utils.statistics_from_sums(total, self._shift, self.world_size).as_metrics()
 
     def _evaluate_local(self, batch: int):
+        # the default kernel arithmetic whatever engine_math trained with: the reported
+        # energy carries no tensor-core bias
         spins_list, eloc_list = [], []
         chunk = 4096
         for start in range(0, batch, chunk):
             n = min(chunk, batch - start)
-            spins, log_psi, _ = self.draw(n)
+            with ops.use_engine_math("ffma"):
+                spins, log_psi, _ = self.draw(n)
+                eloc_list.append(local_energy(self.model, self.hamiltonian, spins, log_psi=log_psi))
             spins_list.append(spins)
-            eloc_list.append(local_energy(self.model, self.hamiltonian, spins, log_psi=log_psi))
         if not spins_list:  # a rank with no share of a tiny evaluation batch
             dev = self.config.device
             return torch.zeros(0, self.lattice.n_sites, dtype=torch.int8, device=dev), torch.zeros(0, dtype=torch.complex128, device=dev)

@@ -81,6 +81,30 @@ def test_refuses_to_overwrite_and_bad_config(tmp_path):
         VMC(VMCConfig(lattice="kagome-24"), tmp_path / "k", progress=False)
 
 
+def test_engine_math_is_scoped_to_the_training_step(tmp_path, monkeypatch):
+    """engine_math holds inside each training step only: the final evaluation runs the
+    default arithmetic, and nothing leaks into the process environment."""
+    import os
+
+    import naqs.vmc as vmc_module
+    from naqs import ops
+
+    monkeypatch.delenv("NAQS_PIXELCNN_MATH", raising=False)
+    cfg = _tiny_config(stages=[Stage(2, 8)], engine_math="tf32")
+    assert VMCConfig.from_dict(cfg.to_dict()).engine_math == "tf32"
+    seen = []
+    real = vmc_module.local_energy
+
+    def spy(*args, **kwargs):
+        seen.append(ops.engine_math())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(vmc_module, "local_energy", spy)
+    VMC(cfg, tmp_path, progress=False).run()
+    assert seen == ["tf32", "tf32", "ffma"]  # two steps, then the final evaluation
+    assert "NAQS_PIXELCNN_MATH" not in os.environ
+
+
 def test_ising_4x4_reaches_ed(tmp_path):
     """4x4 open Ising at Gamma = 3: relative error below 1e-3 against ED
     (E0/N = -3.1366640, Pauli units)."""
