@@ -8,15 +8,16 @@
 // (job, position) pairs are cut into chunks of up to `rows` pairs; per chunk
 //   1. the chunk's inputs are copied into shared memory with cp.async (16-byte copies
 //      where aligned, zero-fill outside the lattice): on passes over rows (layers l > 0,
-//      4 | C, FFMA) the row segments the chunk's windows need, double-buffered so that
+//      4 | C) the row segments the chunk's windows need, double-buffered so that
 //      the next chunk's copies run during this chunk's product (pass_seg); otherwise
 //      the 3x3 causal windows ([rows][K]) tap by tap, all in flight at once. The layer's
 //      weights ([K][C4]) were copied once per pass, started during the previous pass's
 //      last chunk;
 //   2. [rows x K] x [K x C]: FP32/FP64 FFMA by default, each thread a 4 (rows) x 4
 //      (channels) register tile over a K slice; NAQS_PIXELCNN_MATH=3xtf32 | tf32 uses
-//      m16n8k8 TF32 tensor-core MMAs instead (float networks, 8 | C <= 32); the K
-//      slices are reduced through shared memory;
+//      m16n8k8 TF32 tensor-core MMAs instead (float networks, 8 | C <= 32, 512-thread
+//      kernels; one kernel instance per mode); the K slices are reduced through shared
+//      memory;
 //   3. bias, ReLU, residual; the result goes to the row ring (or the storage).
 // Which passes a walk runs:
 //   kSample: site by site (the draw at site i needs every layer at site i): one
@@ -556,10 +557,16 @@ struct Ctx {
       z[q] = z[q] > T(0) ? z[q] : T(0);
     }
   }
-  // ... and the store of channel o of branch is_h, block l at (y, x) of member m.
+  // ... and the store of channel o (store4: o .. o+3) of branch is_h, block l at (y, x)
+  // of member m.
+  __device__ T* out_at(bool is_h, int l, int y, int x, const Member<T>& m) const {
+    return (is_h ? m.hw : m.vw) + ((l * m.R + slot(m, y)) * d.lx + x) * int64_t(d.channels);
+  }
   __device__ void store(bool is_h, int l, int y, int x, const Member<T>& m, int o, T z) const {
-    T* base = is_h ? m.hw : m.vw;
-    base[((l * m.R + slot(m, y)) * d.lx + x) * int64_t(d.channels) + o] = z;
+    out_at(is_h, l, y, x, m)[o] = z;
+  }
+  __device__ void store4(bool is_h, int l, int y, int x, const Member<T>& m, int o, const T (&z)[4]) const {
+    store4_sh(out_at(is_h, l, y, x, m) + o, z);
   }
 
   // ready: this pass's weights were already copied to wsm by the previous pass;
@@ -752,14 +759,10 @@ struct Ctx {
       int ntile, ks, rstride = rows4;
       const int j0 = by_nx.div(p0);
       const SegArgs sg{p0, nx, nr, cin, RS, j0, p0 - j0 * nx, by_nx, by_cin};
-      bool done = false;
       if constexpr (sizeof(T) == 4 && kMath != kFFMA) {
-        if (math != kFFMA) {
-          product_mma<kMath, true>(K, nr, cur, ks, rstride, sg);
-          done = true;
-        }
+        if (math != kFFMA) product_mma<kMath, true>(K, nr, cur, ks, rstride, sg);
       }
-      if (!done) {
+      if (kMath == kFFMA || math == kFFMA) {
         split(rows4, C4, ntile, ks);
         if (wsm) {
           product<true, true>(K, wsm, rows4, cur, sg);
@@ -781,8 +784,7 @@ struct Ctx {
         const Vec4<T> res = load4_sh(cur + 2 * RS + (r + 2 * (j - j0) + res_dx) * (cin + VE) + o);
 #pragma unroll
         for (int q = 0; q < 4; ++q) z[q] += res.v[q];
-        const Member<T>& m = mem[j];
-        store4_sh((is_h ? m.hw : m.vw) + ((l * m.R + slot(m, y)) * d.lx + x) * int64_t(C) + o, z);
+        store4(is_h, l, y, x, mem[j], o, z);
       }
       __syncthreads();
       tick(2, t0);
