@@ -304,6 +304,30 @@ def test_specialized_kernel_matches_generic(device, monkeypatch, dtype):
     _assert_connected_close(c1, c0, tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_segment_switch_matches(device, monkeypatch, dtype):
+    """The CUDA walker's input layouts (NAQS_PIXELCNN_SEGMENTS: 0 windows tap by tap, 1
+    row segments on passes of >= 3 positions per job, 2 segments on every pass over
+    rows) give the same samples, log psi and connected log psi."""
+    if device.type != "cuda":
+        pytest.skip("a switch of the CUDA kernel")
+    model = _model(5, 6, 3, 8, dtype, device, seed=5)
+    n = model.n_sites
+    u = _uniforms(40, n, device, seed=6)
+    flips, counts = _mixed_flips(40, n, device, torch.Generator().manual_seed(3))
+    results = []
+    for mode in ("1", "0", "2"):
+        monkeypatch.setenv("NAQS_PIXELCNN_SEGMENTS", mode)
+        spins, lp = ops.pixelcnn_sample(model, u)
+        results.append((spins, lp, ops.connected_log_psi(model, spins, flips, counts)))
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    s1, lp1, c1 = results[0]
+    for s, lp, c in results[1:]:
+        assert torch.equal(s, s1)
+        torch.testing.assert_close(lp, lp1, atol=tol, rtol=0)
+        _assert_connected_close(c, c1, tol)
+
+
 def test_cuda_width_limit(device):
     """Lattices wider than the CUDA walker's index arithmetic allows are refused with a
     clear error (the CPU kernel takes them)."""

@@ -580,7 +580,9 @@ struct Ctx {
   // copies overlap this pass's finishing phase instead of stalling the next pass.
   __device__ void pass(bool is_h, int l, int y, int xb, int xe, bool keep, bool ready = false, bool next_h = true,
                        int next_l = -1, bool prefetched = false, bool prefetch = false) const {
-    if (ncol && l > 0 && !keep && xe - xb >= seg_min_nx) {
+    // (not for the sampler's prefetching single-position passes: their windows are in
+    // the tap-by-tap layout, and the next pass relies on them)
+    if (ncol && l > 0 && !keep && !prefetched && !prefetch && xe - xb >= seg_min_nx) {
       pass_seg(is_h, l, y, xb, xe, ready, next_h, next_l);
       return;
     }
