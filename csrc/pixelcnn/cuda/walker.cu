@@ -179,6 +179,7 @@ struct Ctx {
   int tile, rows, S, WS, pipeline, math;
   int nthreads;  // blockDim.x (the kernel's template value: a compile-time constant)
   int prefetch;  // kSample: single-position passes start the next block's windows early
+  int red_swz;     // column mask of red's swizzle (C4 - 1 for a power-of-two C4, else 0)
   int ncol;        // segment path: columns of one segment buffer (0: path off), see pass_seg
   int seg_min_nx;  // segment path: only for passes of at least this many positions per job
   T* xs;           // [rows][S]            gathered windows of one chunk (or 2 segment buffers)
@@ -196,6 +197,14 @@ struct Ctx {
       t0 = t1;
     }
   }
+
+  // Column of channel c in row r of red: 8-column groups XOR-swizzled by r % 4. The MMA
+  // product stores rows g = 0..7 of a fragment at the same columns, which on plain
+  // [row][C4] rows (C4 = 32) all fall in one bank (8-way conflicts, ~36% of all
+  // shared-memory wavefronts of a TF32 walk); swizzled, a half-warp's 8-byte stores hit
+  // 16 distinct bank pairs. 4-groups stay contiguous (the FFMA product's 16-byte stores
+  // and bias_relu4's 16-byte loads).
+  __device__ int red_col(int r, int c) const { return c ^ (((r & 3) << 3) & red_swz); }
 
   __device__ static bool in_cols(int packed, int x) { return x >= (packed & 0xffff) && x <= (packed >> 16); }
 
@@ -384,7 +393,10 @@ struct Ctx {
         pw += ws;
       }
 #pragma unroll
-      for (int i = 0; i < 4; ++i) store4_sh(red + (kg * rows4 + bg + nbg * i) * C4 + og * 4, acc[i]);
+      for (int i = 0; i < 4; ++i) {
+        const int row = bg + nbg * i;
+        store4_sh(red + (kg * rows4 + row) * C4 + red_col(row, og * 4), acc[i]);
+      }
     }
   }
 
@@ -491,14 +503,15 @@ struct Ctx {
         step(xa + k, xb8 + k, wb + k * WS, full || k + tig < K, full || k + tig + 4 < K);
       }
     }
-    float* base = reinterpret_cast<float*>(red) + (kg * rstride + mt * 16 + g) * C4 + 2 * tig;
+    // rows g and g + 8 of the m-tile, 8-byte stores at swizzled columns (red_col)
+    const int row = mt * 16 + g;
+    float* rg = reinterpret_cast<float*>(red) + (kg * rstride + row) * C4;
 #pragma unroll
     for (int nt = 0; nt < 4; ++nt) {
       if (nt < NT) {
-        base[nt * 8] = acc[nt][0];
-        base[nt * 8 + 1] = acc[nt][1];
-        base[8 * C4 + nt * 8] = acc[nt][2];
-        base[8 * C4 + nt * 8 + 1] = acc[nt][3];
+        const int col = red_col(row, nt * 8 + 2 * tig);  // (row + 8) % 4 == row % 4
+        *reinterpret_cast<float2*>(rg + col) = make_float2(acc[nt][0], acc[nt][1]);
+        *reinterpret_cast<float2*>(rg + 8 * C4 + col) = make_float2(acc[nt][2], acc[nt][3]);
       }
     }
   }
@@ -537,7 +550,8 @@ struct Ctx {
   // ... the K-split sum of output (row r, channel o) of a product, plus bias, ReLU ...
   __device__ T bias_relu(int ks, int rstride, int r, int o, const T* bias) const {
     T z = T(0);
-    for (int kg = 0; kg < ks; ++kg) z += red[(kg * rstride + r) * d.c4 + o];
+    const int col = red_col(r, o);
+    for (int kg = 0; kg < ks; ++kg) z += red[(kg * rstride + r) * d.c4 + col];
     z += bias[o];
     return z > T(0) ? z : T(0);
   }
@@ -545,7 +559,7 @@ struct Ctx {
   __device__ void bias_relu4(int ks, int rstride, int r, int o, const T* bias, T (&z)[4]) const {
 #pragma unroll
     for (int q = 0; q < 4; ++q) z[q] = T(0);
-    const T* pr = red + r * d.c4 + o;
+    const T* pr = red + r * d.c4 + red_col(r, o);
     for (int kg = 0; kg < ks; ++kg) {
       const Vec4<T> v = load4_sh(pr + kg * rstride * d.c4);
 #pragma unroll
@@ -898,6 +912,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   // tensor-core products need the weights in shared memory and 8 | C <= 32
   cx.math = (sizeof(T) == 4 && w_shared && C % 8 == 0 && C <= 32) ? kMath : int(kFFMA);
   cx.S = xs_stride;
+  cx.red_swz = (d.c4 & (d.c4 - 1)) == 0 ? d.c4 - 1 : 0;
   // segment path: two [3][ncol][2C + VE] buffers (padded columns) in the space of the
   // window chunk
   cx.ncol = (segments && C % 4 == 0 && !pipeline)
