@@ -246,11 +246,9 @@ def bench_vmc(lx, blocks, batch, device, naive=True, maths=()):
         runs.append(("naive", False, None))
     for name, use_kernel, math_mode in runs:
         with ops.use_engine_math(math_mode) if math_mode else contextlib.nullcontext():
-            reps = 3 if use_kernel else 1
-            for _ in range(1):
-                vmc_step(model, ham, batch, use_kernel, opt)
+            vmc_step(model, ham, batch, use_kernel, opt)  # warm-up
             steps = []
-            for _ in range(reps):
+            for _ in range(3 if use_kernel else 1):
                 ph = {} if device.type == "cuda" else None
                 t0 = time.perf_counter()
                 vmc_step(model, ham, batch, use_kernel, opt, ph)
