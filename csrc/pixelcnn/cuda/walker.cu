@@ -167,7 +167,7 @@ enum Math : int { kFFMA = 0, k3xTF32 = 1, kTF32 = 2 };
 // kMath: the tensor-core mode compiled into this kernel instance (kFFMA: none, so the
 // default kernel carries no MMA code and its registers); `math` is kMath when the
 // network allows it (float, weights in shared memory, 8 | C <= 32), else kFFMA.
-template <typename T, int kMath = kFFMA>
+template <typename T, int kMath = kFFMA, int kThr = 512>
 struct Ctx {
   Dims d;
   Weights<T> w;
@@ -426,32 +426,36 @@ struct Ctx {
 #pragma unroll
       for (int q = 0; q < 4; ++q) acc[nt][q] = 0.f;
     const float* wb = reinterpret_cast<const float*>(wsm) + tig * WS + g;
-    // one k-step: A rows g, g + 8 of the m-tile at xa[0], xa[4] and xb8[0], xb8[4]
-    // (v0, v1: columns tig and tig + 4 inside K), B from the weight rows at wk
-    auto step = [&](const float* xa, const float* xb8, const float* wk, bool v0, bool v1) {
-      float af[4];
-      af[0] = v0 ? xa[0] : 0.f;
-      af[1] = v0 ? xb8[0] : 0.f;
-      af[2] = v1 ? xa[4] : 0.f;
-      af[3] = v1 ? xb8[4] : 0.f;
+    // One k-step, in two halves so that the segment path can load step st + 1 while the
+    // MMAs of step st run: load() takes A rows g, g + 8 of the m-tile at xa[0], xa[4] and
+    // xb8[0], xb8[4] (v0, v1: columns tig and tig + 4 inside K) and every B fragment from
+    // the weight rows at wk; mma() rounds and multiplies.
+    struct Frag {
+      float a[4];
+      float b[4][2];
+    };
+    auto load = [&](Frag& f, const float* xa, const float* xb8, const float* wk, bool v0, bool v1) {
+      f.a[0] = v0 ? xa[0] : 0.f;
+      f.a[1] = v0 ? xb8[0] : 0.f;
+      f.a[2] = v1 ? xa[4] : 0.f;
+      f.a[3] = v1 ? xb8[4] : 0.f;
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        f.b[nt][0] = nt < NT && v0 ? wk[nt * 8] : 0.f;
+        f.b[nt][1] = nt < NT && v1 ? wk[4 * WS + nt * 8] : 0.f;
+      }
+    };
+    auto mma = [&](const Frag& f) {
       unsigned ah[4], al[4];
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        ah[i] = kM == kTF32 ? rna_bits(af[i]) : to_tf32(af[i]);
-        al[i] = kM == k3xTF32 ? to_tf32(af[i] - __uint_as_float(ah[i])) : 0u;
-      }
-      // every B fragment of the step loaded before the first MMA (the MMAs then wait
-      // on one round of shared-memory latency, not one per n-tile)
-      float bf[4][2];
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-        bf[nt][0] = nt < NT && v0 ? wk[nt * 8] : 0.f;
-        bf[nt][1] = nt < NT && v1 ? wk[4 * WS + nt * 8] : 0.f;
+        ah[i] = kM == kTF32 ? rna_bits(f.a[i]) : to_tf32(f.a[i]);
+        al[i] = kM == k3xTF32 ? to_tf32(f.a[i] - __uint_as_float(ah[i])) : 0u;
       }
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt) {
         if (nt < NT) {
-          const float b0 = bf[nt][0], b1 = bf[nt][1];
+          const float b0 = f.b[nt][0], b1 = f.b[nt][1];
           if (kM == k3xTF32) {
             const unsigned bh[2] = {to_tf32(b0), to_tf32(b1)};
             const unsigned bl[2] = {to_tf32(b0 - __uint_as_float(bh[0])), to_tf32(b1 - __uint_as_float(bh[1]))};
@@ -465,7 +469,41 @@ struct Ctx {
         }
       }
     };
-    if constexpr (kSeg) {
+    if constexpr (kSeg && kThr == 256) {  // 250 registers: the loads of step st + 1 overlap step st
+      constexpr int VE = 4;
+      const int cin = sg.cin, spc = cin >> 3;  // k-steps per window column
+      const int row_step = sg.RS - 3 * cin - 2 * VE;  // column dx 2 -> dx 0 of dy + 1
+      const int ra = min(mt * 16 + g, nr - 1), rb = min(mt * 16 + g + 8, nr - 1);
+      const int oa = (ra + 2 * sg.by_nx.div(sg.q0 + ra)) * (cin + VE) + tig;
+      const int ob = (rb + 2 * sg.by_nx.div(sg.q0 + rb)) * (cin + VE) + tig;
+      const int col = sg.by_cin.div(s0 * 8);
+      int dx = col % 3;
+      int next_col = (col + 1) * spc;  // first k-step of the next window column
+      // entry k of row r sits at cb(r) (cin + VE) + k + dy (RS - 3 cin) + dx VE
+      const float* col_base = xs + (col / 3) * (sg.RS - 3 * cin) + dx * VE + s0 * 8;
+      const float* xa = col_base + oa;
+      const float* xb8 = col_base + ob;
+      const float* wk = wb + s0 * 8 * WS;
+      Frag cur;
+      if (s0 < s1) load(cur, xa, xb8, wk, true, true);
+#pragma unroll 2
+      for (int st = s0; st < s1; ++st) {
+        xa += 8;
+        xb8 += 8;
+        wk += 8 * WS;
+        if (st + 1 == next_col) {  // the next window column: dx + 1, or dx 0 of the next row
+          const int jump = ++dx == 3 ? row_step : VE;
+          dx = dx == 3 ? 0 : dx;
+          xa += jump;
+          xb8 += jump;
+          next_col += spc;
+        }
+        Frag nxt;
+        if (st + 1 < s1) load(nxt, xa, xb8, wk, true, true);
+        mma(cur);
+        cur = nxt;
+      }
+    } else if constexpr (kSeg) {  // 512 threads: no registers to spare for the pipeline
       constexpr int VE = 4;
       const int cin = sg.cin, spc = cin >> 3;  // k-steps per window column
       const int ra = min(mt * 16 + g, nr - 1), rb = min(mt * 16 + g + 8, nr - 1);
@@ -483,7 +521,9 @@ struct Ctx {
         const float* wk = wb + st * 8 * WS;
 #pragma unroll 2
         for (; st < se; ++st) {
-          step(xa, xb8, wk, true, true);
+          Frag f;
+          load(f, xa, xb8, wk, true, true);
+          mma(f);
           xa += 8;
           xb8 += 8;
           wk += 8 * WS;
@@ -500,7 +540,9 @@ struct Ctx {
       for (int st = s0; st < s1; ++st) {
         const int k = st * 8;
         const bool full = k + 8 <= K;
-        step(xa + k, xb8 + k, wb + k * WS, full || k + tig < K, full || k + tig + 4 < K);
+        Frag f;
+        load(f, xa + k, xb8 + k, wb + k * WS, full || k + tig < K, full || k + tig + 4 < K);
+        mma(f);
       }
     }
     // rows g and g + 8 of the m-tile, 8-byte stores at swizzled columns (red_col)
@@ -900,7 +942,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   }
   const int C = d.channels, N = d.n_sites, L = d.blocks;
   const int kmax = max(18 * C, 9 * (1 + C));
-  Ctx<T, kMath> cx;
+  Ctx<T, kMath, kThr> cx;
   cx.d = d;
   cx.w = w;
   cx.tile = tile;
@@ -1134,6 +1176,7 @@ auto kernel_for(int threads, int channels, int math) {
       return c32 ? walk_kernel<T, 512, 32, k3xTF32> : walk_kernel<T, 512, 0, k3xTF32>;
     if (threads == 512 && math == kTF32)
       return c32 ? walk_kernel<T, 512, 32, kTF32> : walk_kernel<T, 512, 0, kTF32>;
+    if (threads == 256 && math == kTF32 && c32) return walk_kernel<T, 256, 32, kTF32>;
   }
   if (c32) return threads == 512 ? walk_kernel<T, 512, 32, kFFMA> : walk_kernel<T, 256, 32, kFFMA>;
   return threads == 512 ? walk_kernel<T, 512, 0, kFFMA> : walk_kernel<T, 256, 0, kFFMA>;
