@@ -34,8 +34,9 @@ struct Plan {
   size_t scratch_bytes = 0;
 };
 
+// mode: the walk it is for (WalkArgs::mode; -1 when unknown), which can change the CTA size.
 template <typename T>
-cudaError_t plan(const Dims& dims, int64_t n_jobs, Plan* out);
+cudaError_t plan(const Dims& dims, int64_t n_jobs, Plan* out, int mode = -1);
 
 // Runs every job of `args` on `stream`; `scratch` has plan.scratch_bytes bytes.
 template <typename T>
