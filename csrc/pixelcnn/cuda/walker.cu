@@ -16,8 +16,8 @@
 //   2. [rows x K] x [K x C]: FP32/FP64 FFMA by default, each thread a 4 (rows) x 4
 //      (channels) register tile over a K slice; NAQS_PIXELCNN_MATH=3xtf32 | tf32 uses
 //      m16n8k8 TF32 tensor-core MMAs instead (float networks, 8 | C <= 32, 512-thread
-//      kernels; one kernel instance per mode); the K slices are reduced through shared
-//      memory;
+//      kernels and a 256-thread TF32 one for 32 channels; one kernel instance per mode);
+//      the K slices are reduced through shared memory;
 //   3. bias, ReLU, residual; the result goes to the row ring (or the storage).
 // Which passes a walk runs:
 //   kSample: site by site (the draw at site i needs every layer at site i): one
@@ -1165,8 +1165,9 @@ int math_mode() {
   return kFFMA;
 }
 
-// Tensor-core instances (float only) exist for 512 threads: with
-// NAQS_PIXELCNN_THREADS=256 the products stay FFMA.
+// Tensor-core instances (float only) exist for 512 threads, and for TF32 with 32 channels
+// also for 256 (the local energies' default, see plan()); other 256-thread walks keep FFMA
+// products.
 bool specialized(int channels) {
   const char* env = std::getenv("NAQS_PIXELCNN_SPECIALIZE");
   return channels == 32 && !(env && env[0] == '0');
