@@ -282,42 +282,27 @@ def test_connected_light_cone(device, monkeypatch, shape, dtype):
     _assert_connected_close(got, full, 1e-12 if dtype == torch.float64 else 1e-6)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_specialized_kernel_matches_generic(device, monkeypatch, dtype):
-    """The 32-channel CUDA kernel (compile-time channel count) and the generic one
-    (NAQS_PIXELCNN_SPECIALIZE=0) give the same samples, log psi and connected log psi."""
+@pytest.mark.parametrize(
+    "switch,values,channels",
+    [("NAQS_PIXELCNN_SPECIALIZE", ("1", "0"), 32), ("NAQS_PIXELCNN_SEGMENTS", ("1", "0", "2"), 8)],
+    ids=["specialize", "segments"],
+)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_kernel_switches_agree(device, monkeypatch, switch, values, channels, dtype):
+    """Switches of the CUDA walker that change how it computes, not what, give the same
+    samples, log psi and connected log psi: the 32-channel kernel (compile-time channel
+    count) and the generic one (NAQS_PIXELCNN_SPECIALIZE=0); the input layouts
+    (NAQS_PIXELCNN_SEGMENTS: 0 windows tap by tap, 1 row segments on passes of >= 3
+    positions per job, 2 segments on every pass over rows)."""
     if device.type != "cuda":
         pytest.skip("a switch of the CUDA kernel")
-    model = _model(5, 6, 3, 32, dtype, device, seed=3)
+    model = _model(5, 6, 3, channels, dtype, device, seed=3)
     n = model.n_sites
     u = _uniforms(40, n, device, seed=4)
     flips, counts = _mixed_flips(40, n, device, torch.Generator().manual_seed(2))
     results = []
-    for generic in ("1", "0"):
-        monkeypatch.setenv("NAQS_PIXELCNN_SPECIALIZE", generic)
-        spins, lp = ops.pixelcnn_sample(model, u)
-        results.append((spins, lp, ops.connected_log_psi(model, spins, flips, counts)))
-    (s1, lp1, c1), (s0, lp0, c0) = results
-    assert torch.equal(s1, s0)
-    tol = 1e-12 if dtype == torch.float64 else 1e-6
-    torch.testing.assert_close(lp1, lp0, atol=tol, rtol=0)
-    _assert_connected_close(c1, c0, tol)
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
-def test_segment_switch_matches(device, monkeypatch, dtype):
-    """The CUDA walker's input layouts (NAQS_PIXELCNN_SEGMENTS: 0 windows tap by tap, 1
-    row segments on passes of >= 3 positions per job, 2 segments on every pass over
-    rows) give the same samples, log psi and connected log psi."""
-    if device.type != "cuda":
-        pytest.skip("a switch of the CUDA kernel")
-    model = _model(5, 6, 3, 8, dtype, device, seed=5)
-    n = model.n_sites
-    u = _uniforms(40, n, device, seed=6)
-    flips, counts = _mixed_flips(40, n, device, torch.Generator().manual_seed(3))
-    results = []
-    for mode in ("1", "0", "2"):
-        monkeypatch.setenv("NAQS_PIXELCNN_SEGMENTS", mode)
+    for value in values:
+        monkeypatch.setenv(switch, value)
         spins, lp = ops.pixelcnn_sample(model, u)
         results.append((spins, lp, ops.connected_log_psi(model, spins, flips, counts)))
     tol = 1e-12 if dtype == torch.float64 else 1e-6
