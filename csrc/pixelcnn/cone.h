@@ -23,6 +23,8 @@
 // every position from `start` on is walked, the walk before the cone existed.
 #pragma once
 
+#include <cstdint>
+
 #include "hd.h"
 
 namespace naqs {
@@ -52,6 +54,11 @@ struct Cone {
     fy1 = y > fy1 ? y : fy1;
     fx0 = x < fx0 ? x : fx0;
     fx1 = x > fx1 ? x : fx1;
+  }
+  // The (at most two) flipped sites of one connection, -1 for none (WalkArgs::flips).
+  NAQS_HD void add_flips(const int64_t* pair) {
+    for (int q = 0; q < 2; ++q)
+      if (pair[q] >= 0) add(int(pair[q]));
   }
 
   // Columns [lo, hi] of row y where h_l is walked; false when none.

@@ -253,10 +253,7 @@ void run(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a) {
         wk.vp = a.store_v + b * per_job_act;
         if (use_cone) {
           wk.cone = Cone::of_flips(d.lx, d.ly);
-          for (int q = 0; q < 2; ++q) {
-            const int64_t site = a.flips[(b * a.n_conn + m) * 2 + q];
-            if (site >= 0) wk.cone.add(int(site));
-          }
+          wk.cone.add_flips(a.flips + (b * a.n_conn + m) * 2);
         } else {
           wk.cone = Cone::everything(d.lx, d.ly, k);
         }

@@ -1043,13 +1043,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
       Cone c = Cone::everything(d.lx, d.ly, start);
       if (a.mode == kConnected && !a.no_cone) {
         c = Cone::of_flips(d.lx, d.ly);
-        for (int j = 0; j < tile; ++j) {
-          const Member<T>& m = cx.mem[j];
-          for (int q = 0; q < 2; ++q) {
-            const int64_t site = a.flips[(m.b * a.n_conn + m.m) * 2 + q];
-            if (site >= 0) c.add(int(site));
-          }
-        }
+        for (int j = 0; j < tile; ++j) c.add_flips(a.flips + (cx.mem[j].b * a.n_conn + cx.mem[j].m) * 2);
       }
       *cone_sh = c;
     }
