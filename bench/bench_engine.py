@@ -232,10 +232,10 @@ def _event():
 def bench_vmc(lx, blocks, batch, device, naive=True, maths=()):
     """Seconds of one VMC step per path: "kernel" (default arithmetic), "kernel-<math>"
     for each tensor-core mode in ``maths``, and "naive" (the reference path; PyTorch
-    convolutions, with cuDNN's TF32 as torch sets it). Kernel steps: median of 3 after a
-    warm-up, with the split sample / local energy / gradient+update of the median step
-    on CUDA; the naive step: one run after a warm-up (cuDNN's autotuning of the
-    reference's convolution shapes is not counted)."""
+    convolutions, with cuDNN's TF32 as torch sets it). Every path: the median of 3 steps
+    after a warm-up (so cuDNN's autotuning of the reference's convolution shapes is not
+    counted; single naive steps varied by 1.3x between runs), with the split sample /
+    local energy / gradient+update of the median step on CUDA."""
     torch.manual_seed(0)
     model = PixelCNN(lx, lx, blocks, 32).to(device)
     ham = TransverseFieldIsing(square(lx, lx), gamma=1.0)
@@ -248,7 +248,7 @@ def bench_vmc(lx, blocks, batch, device, naive=True, maths=()):
         with ops.use_engine_math(math_mode) if math_mode else contextlib.nullcontext():
             vmc_step(model, ham, batch, use_kernel, opt)  # warm-up
             steps = []
-            for _ in range(3 if use_kernel else 1):
+            for _ in range(3):
                 ph = {} if device.type == "cuda" else None
                 t0 = time.perf_counter()
                 vmc_step(model, ham, batch, use_kernel, opt, ph)

@@ -69,6 +69,18 @@ struct Member {
   double re, im;
 };
 
+// Where the segment path copies one input row of one job from (pass_seg builds these per
+// pass, so that gather_seg's per-piece work is a table lookup, one compare and one
+// address): the row at column 0 in the write buffer (ring or storage; null: the row is
+// outside the lattice), the same row in the sample's storage (connected walks, else
+// null) and the light-cone columns lo | hi << 16 that come from the first.
+template <typename T>
+struct RowSrc {
+  const T* ring;
+  const T* store;
+  int cols, pad;
+};
+
 
 // a / d for 0 <= a <= a_max by one multiply-high: with m = ceil(2^32 / d) = (2^32 + e) / d,
 // e < d, a m / 2^32 = a / d + a e / (d 2^32), and the excess stays below 1 / d (the
@@ -167,7 +179,7 @@ enum Math : int { kFFMA = 0, k3xTF32 = 1, kTF32 = 2 };
 // kMath: the tensor-core mode compiled into this kernel instance (kFFMA: none, so the
 // default kernel carries no MMA code and its registers); `math` is kMath when the
 // network allows it (float, weights in shared memory, 8 | C <= 32), else kFFMA.
-template <typename T, int kMath = kFFMA, int kThr = 512>
+template <typename T, int kMath = kFFMA, int kThr = 512, int kCC = 0>
 struct Ctx {
   Dims d;
   Weights<T> w;
@@ -188,6 +200,8 @@ struct Ctx {
   T* wsm;          // [Kmax][WS]           the pass's weights (null: read them from global)
   T* raw;          // [tile][kOutChunk][4] raw outputs of a chunk of a row (row walk)
   Member<T>* mem;  // [tile]
+  RowSrc<T>* rsrc;  // [tile][3][2]        segment path: input rows of the pass (job, dy, part)
+  T** orow;         // [tile]              segment path: output row of the pass (column 0)
   long long* prof;  // NAQS_PIXELCNN_PROFILE=1: this CTA's clock64 counters (thread 0), else null
 
   __device__ void tick(int slot, long long& t0) const {
@@ -210,6 +224,17 @@ struct Ctx {
 
   // Slot of row r in a write buffer of m.R rows: a 3-row ring, or the storage (R = Ly).
   __device__ static int slot(const Member<T>& m, int r) { return m.R == 3 ? r % 3 : r; }
+
+  // Row r of branch h / v, block l, of member m as a RowSrc (the rule of h_at / v_at).
+  __device__ RowSrc<T> row_src(bool h, const Member<T>& m, int l, int r) const {
+    RowSrc<T> s;
+    s.ring = (h ? m.hw : m.vw) + (l * m.R + slot(m, r)) * d.lx * int64_t(d.channels);
+    const T* p = h ? m.hp : m.vp;
+    s.store = p ? p + (l * d.ly + r) * d.lx * int64_t(d.channels) : nullptr;
+    s.cols = (h ? cols_h : cols_v)[l * d.ly + r];
+    s.pad = 0;
+    return s;
+  }
 
   __device__ const T* h_at(const Member<T>& m, int l, int r, int x) const {
     if (m.hp && !in_cols(cols_h[l * d.ly + r], x)) return m.hp + ((l * d.ly + r) * d.lx + x) * int64_t(d.channels);
@@ -545,13 +570,66 @@ struct Ctx {
         mma(f);
       }
     }
-    // rows g and g + 8 of the m-tile, 8-byte stores at swizzled columns (red_col)
-    const int row = mt * 16 + g;
-    float* rg = reinterpret_cast<float*>(red) + (kg * rstride + row) * C4;
+    store_mma_partials(acc, NT, mt * 16 + g, kg * rstride);
+  }
+
+  // The TF32 training mode's segment-path product (kTF32, 256 threads, 32 channels: the
+  // local energies of a training step), written around the MMA: MT = 2 m-tiles (rows
+  // beyond nr read row nr - 1) times KG = 4 K groups, and group kg takes the channel
+  // blocks kg + 4 j of *every* window column instead of a contiguous K range, so all
+  // groups run one compile-time schedule (9 columns x kCin / 32 steps, fully unrolled):
+  // every A and B operand is an immediate offset from one of three row pointers or the
+  // weight pointer. product_mma's general loop spends ~40 integer instructions per k-step
+  // on column bookkeeping and register copies around 4 MMAs (Nsight Compute, run 26).
+  template <int kCin>
+  __device__ void product_tf32_seg(int nr, const float* xs, int& ks, int& rstride, const SegArgs& sg) const {
+    constexpr int VE = 4, KG = 4, kSpc = kCin / 8, kPer = kSpc / KG, kWS = kCC + 8;
+    static_assert(kCC == 32 && kSpc % KG == 0, "the TF32 segment product is specialized for 32 channels");
+    ks = KG;
+    rstride = 32;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tig = lane & 3;
+    const int mt = warp & 1, kg = warp >> 1;
+    const int ra = min(mt * 16 + g, nr - 1), rb = min(mt * 16 + g + 8, nr - 1);
+    // entry (dy, window column dx, channel c) of pair r: dy RS + (cb(r) + dx)(cin + VE) + c
+    const float* pa = xs + (ra + 2 * sg.by_nx.div(sg.q0 + ra)) * (kCin + VE) + kg * 8 + tig;
+    const float* pb = xs + (rb + 2 * sg.by_nx.div(sg.q0 + rb)) * (kCin + VE) + kg * 8 + tig;
+    const float* wk = reinterpret_cast<const float*>(wsm) + (kg * 8 + tig) * kWS + g;  // rounded by pass_seg
+    float acc[4][4];
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) acc[nt][q] = 0.f;
+#pragma unroll
+    for (int dy = 0; dy < 3; ++dy) {
+      const float* qa = pa + dy * sg.RS;
+      const float* qb = pb + dy * sg.RS;
+#pragma unroll
+      for (int dx = 0; dx < 3; ++dx) {
+#pragma unroll
+        for (int j = 0; j < kPer; ++j) {
+          const int c = dx * (kCin + VE) + j * KG * 8;  // this step's channel block in the segment row
+          const int k = (dy * 3 + dx) * kCin + j * KG * 8;  // ... and its weight row (group 0, tig 0)
+          const unsigned a[4] = {rna_bits(qa[c]), rna_bits(qb[c]), rna_bits(qa[c + 4]), rna_bits(qb[c + 4])};
+#pragma unroll
+          for (int nt = 0; nt < 4; ++nt) {
+            const unsigned b[2] = {__float_as_uint(wk[k * kWS + nt * 8]), __float_as_uint(wk[(k + 4) * kWS + nt * 8])};
+            mma_tf32(acc[nt], a, b);
+          }
+        }
+      }
+    }
+    store_mma_partials(acc, 4, mt * 16 + g, kg * rstride);
+  }
+
+  // The MMA accumulators of rows row and row + 8 (all NT n-tiles) into the K-split
+  // buffer at red row base + row: 8-byte stores at swizzled columns (red_col).
+  __device__ void store_mma_partials(const float (&acc)[4][4], int NT, int row, int base) const {
+    const int C4 = d.c4;
+    float* rg = reinterpret_cast<float*>(red) + (base + row) * C4;
 #pragma unroll
     for (int nt = 0; nt < 4; ++nt) {
       if (nt < NT) {
-        const int col = red_col(row, nt * 8 + 2 * tig);  // (row + 8) % 4 == row % 4
+        const int col = red_col(row, nt * 8 + 2 * (threadIdx.x & 3));  // (row + 8) % 4 == row % 4
         *reinterpret_cast<float2*>(rg + col) = make_float2(acc[nt][0], acc[nt][1]);
         *reinterpret_cast<float2*>(rg + 8 * C4 + col) = make_float2(acc[nt][2], acc[nt][3]);
       }
@@ -609,20 +687,17 @@ struct Ctx {
     }
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
-      z[q] += bias[o + q];
+      z[q] += bias[q];
       z[q] = z[q] > T(0) ? z[q] : T(0);
     }
   }
-  // ... and the store of channel o (store4: o .. o+3) of branch is_h, block l at (y, x)
-  // of member m.
+  // ... and where output (y, x) of branch is_h, block l of member m goes (the segment
+  // path keeps each job's out_at(.., 0, ..) per pass in orow).
   __device__ T* out_at(bool is_h, int l, int y, int x, const Member<T>& m) const {
     return (is_h ? m.hw : m.vw) + ((l * m.R + slot(m, y)) * d.lx + x) * int64_t(d.channels);
   }
   __device__ void store(bool is_h, int l, int y, int x, const Member<T>& m, int o, T z) const {
     out_at(is_h, l, y, x, m)[o] = z;
-  }
-  __device__ void store4(bool is_h, int l, int y, int x, const Member<T>& m, int o, const T (&z)[4]) const {
-    store4_sh(out_at(is_h, l, y, x, m) + o, z);
   }
 
   // ready: this pass's weights were already copied to wsm by the previous pass;
@@ -732,8 +807,8 @@ struct Ctx {
   // thread per piece of up to 4 16-byte units of one column part (h: [h_{l-1} | v_l],
   // v: v_{l-1}), so that the index arithmetic (job, column, cone test, address) runs
   // once per piece rather than once per unit.
-  __device__ void gather_seg(bool is_h, int l, int y, int xb, int nx, const FastDiv& by_nx, int p0, int nr, T* buf,
-                             int RS) const {
+  __device__ void gather_seg(bool is_h, int xb, int nx, const FastDiv& by_nx, const FastDiv& by_nx2, int p0, int nr,
+                             T* buf, int RS) const {
     const int C = d.channels, cin = is_h ? 2 * C : C;
     constexpr int VE = 16 / int(sizeof(T));
     const int upp = C / VE;                  // 16-byte units per part (C % 4 == 0)
@@ -744,7 +819,7 @@ struct Ctx {
     const int n0 = min(nx - q0, nr);  // pairs of the first job
     const int ncols = nr + 2 * (by_nx.div(p0 + nr - 1) - j0 + 1);
     const int total = 3 * ncols * pieces;
-    const FastDiv by_pieces(pieces, total), by_ncols(ncols, 3 * ncols), by_nx2(nx + 2, ncols);
+    const FastDiv by_pieces(pieces, total), by_ncols(ncols, 3 * ncols);
     const int x_first = xb + q0 - (is_h ? 2 : 1);  // lattice column of column 0
 #pragma unroll 1
     for (int e = threadIdx.x; e < total; e += nthreads) {
@@ -757,18 +832,10 @@ struct Ctx {
         jj = 1 + by_nx2.div(t);
         xx = xb - (is_h ? 2 : 1) + (t - (jj - 1) * (nx + 2));
       }
-      const Member<T>& m = mem[j0 + jj];
-      const int yy = y - 2 + dy;
+      const RowSrc<T>& rs = rsrc[((j0 + jj) * 3 + dy) * 2 + part];
       const T* src = nullptr;
-      if (is_h) {
-        if (part == 0) {
-          if (yy >= 0 && xx >= 0) src = h_at(m, l - 1, yy, xx) + c;
-        } else if (yy >= 1 && xx >= 0) {
-          src = v_at(m, l, yy - 1, xx) + c;
-        }
-      } else if (yy >= 0 && xx >= 0 && xx < d.lx) {
-        src = v_at(m, l - 1, yy, xx) + c;
-      }
+      if (rs.ring && xx >= 0 && (is_h || xx < d.lx))
+        src = (rs.store && !in_cols(rs.cols, xx) ? rs.store : rs.ring) + xx * C + c;
       T* dst = buf + dy * RS + sc * (cin + VE) + part * C + c;
       if (pu == 4) {
 #pragma unroll
@@ -790,18 +857,39 @@ struct Ctx {
     const int res_dx = is_h ? 2 : 1;  // (y, x) itself: dy = 2, dx = 2 (h) or 1 (v)
     const int RS = ncol * (cin + VE), BS = 3 * ncol * (2 * C + VE);
     const int nx = xe - xb, npairs = tile * nx;
-    const FastDiv by_nx(nx, npairs + 2), by_cin(cin, K);
+    const FastDiv by_nx(nx, npairs + 2), by_cin(cin, K), by_nx2(nx + 2, npairs + 2 * tile);
     long long t0 = prof && threadIdx.x == 0 ? clock64() : 0;
+    // the pass's input rows (job, dy, part) and output rows, once per pass (the previous
+    // pass ended with a barrier: nobody reads the tables any more)
+    for (int e = threadIdx.x; e < tile * 7; e += nthreads) {
+      const int j = e / 7, q = e - 7 * j, dy = q >> 1, part = q & 1, yy = y - 2 + dy;
+      const Member<T>& m = mem[j];
+      if (q == 6) {
+        orow[j] = out_at(is_h, l, y, 0, m);
+        continue;
+      }
+      RowSrc<T> rs{nullptr, nullptr, 1, 0};
+      if (is_h && part == 0) {
+        if (yy >= 0) rs = row_src(true, m, l - 1, yy);
+      } else if (is_h) {
+        if (yy >= 1) rs = row_src(false, m, l, yy - 1);
+      } else if (part == 0 && yy >= 0) {
+        rs = row_src(false, m, l - 1, yy);
+      }
+      rsrc[j * 6 + q] = rs;
+    }
+    const int CQ = C / 4;
+    __syncthreads();
     if (wsm && !ready) stage_weights(K, W);
     int p0 = 0, nr = seg_chunk(0, npairs, nx, by_nx);
-    gather_seg(is_h, l, y, xb, nx, by_nx, 0, nr, xs, RS);
+    gather_seg(is_h, xb, nx, by_nx, by_nx2, 0, nr, xs, RS);
     cp_async_commit();  // with the weights (this pass's, or the ones the previous pass started)
     for (int c = 0;; ++c) {
       const T* cur = xs + (c & 1) * BS;
       const int pn = p0 + nr;
       const int nrn = pn < npairs ? seg_chunk(pn, npairs, nx, by_nx) : 0;
       if (nrn > 0) {
-        gather_seg(is_h, l, y, xb, nx, by_nx, pn, nrn, xs + ((c + 1) & 1) * BS, RS);
+        gather_seg(is_h, xb, nx, by_nx, by_nx2, pn, nrn, xs + ((c + 1) & 1) * BS, RS);
         cp_async_commit();
         cp_async_wait_1();  // everything but the copies just issued
       } else {
@@ -818,7 +906,14 @@ struct Ctx {
       const int j0 = by_nx.div(p0);
       const SegArgs sg{p0, nx, nr, cin, RS, j0, p0 - j0 * nx, by_nx, by_cin};
       if constexpr (sizeof(T) == 4 && kMath != kFFMA) {
-        if (math != kFFMA) product_mma<kMath, true>(K, nr, cur, ks, rstride, sg);
+        if constexpr (kMath == kTF32 && kThr == 256 && kCC == 32) {
+          if (math != kFFMA) {
+            if (is_h) product_tf32_seg<2 * kCC>(nr, cur, ks, rstride, sg);
+            else product_tf32_seg<kCC>(nr, cur, ks, rstride, sg);
+          }
+        } else if (math != kFFMA) {
+          product_mma<kMath, true>(K, nr, cur, ks, rstride, sg);
+        }
       }
       if (kMath == kFFMA || math == kFFMA) {
         split(rows4, C4, ntile, ks);
@@ -833,16 +928,15 @@ struct Ctx {
       if (nrn == 0 && wsm && next_l >= 0) stage_next(next_h, next_l);
       // four channels per thread: 16-byte loads of the partial sums and the residual,
       // 16-byte stores (the same sums in the same order as bias_relu)
-      const int CQ = C / 4;
       for (int e = threadIdx.x; e < nr * CQ; e += nthreads) {
         const int r = e / CQ, o = (e - r * CQ) * 4;
         T z[4];
-        bias_relu4(ks, rstride, r, o, bias, z);
+        bias_relu4(ks, rstride, r, o, bias + o, z);
         const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
         const Vec4<T> res = load4_sh(cur + 2 * RS + (r + 2 * (j - j0) + res_dx) * (cin + VE) + o);
 #pragma unroll
         for (int q = 0; q < 4; ++q) z[q] += res.v[q];
-        store4(is_h, l, y, x, mem[j], o, z);
+        store4_sh(orow[j] + x * C + o, z);
       }
       __syncthreads();
       tick(2, t0);
@@ -942,7 +1036,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   }
   const int C = d.channels, N = d.n_sites, L = d.blocks;
   const int kmax = max(18 * C, 9 * (1 + C));
-  Ctx<T, kMath, kThr> cx;
+  Ctx<T, kMath, kThr, kCC> cx;
   cx.d = d;
   cx.w = w;
   cx.tile = tile;
@@ -978,6 +1072,8 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   Cone* cone_sh = reinterpret_cast<Cone*>(smem_raw + off + size_t(tile) * sizeof(Member<T>));
   int* cols_h = reinterpret_cast<int*>(cone_sh + 1);
   int* cols_v = cols_h + L * d.ly;
+  cx.rsrc = reinterpret_cast<RowSrc<T>*>((reinterpret_cast<uintptr_t>(cols_v + L * d.ly) + 15) & ~uintptr_t(15));
+  cx.orow = reinterpret_cast<T**>(cx.rsrc + tile * 6);
   cx.cols_h = cols_h;
   cx.cols_v = cols_v;
   cx.prof = prof ? prof + 8 * blockIdx.x : nullptr;
@@ -1193,7 +1289,8 @@ size_t smem_bytes(const Dims& d, int tile, int rows, size_t elem, size_t member,
   n += size_t(tile) * d.channels + size_t(tile) * kOutChunk * 4;  // hcur, raw
   size_t bytes = (n * elem + 15) & ~size_t(15);
   if (w_shared) bytes += size_t(kmax) * (d.c4 + 8) * elem;
-  return bytes + size_t(tile) * member + sizeof(Cone) + size_t(2) * d.blocks * d.ly * sizeof(int) + 16;
+  return bytes + size_t(tile) * member + sizeof(Cone) + size_t(2) * d.blocks * d.ly * sizeof(int) + 16 +
+         16 + size_t(tile) * (6 * sizeof(RowSrc<float>) + sizeof(void*));
 }
 
 
