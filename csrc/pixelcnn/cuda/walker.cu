@@ -89,6 +89,13 @@ struct RowSrc {
 // times per copied unit and per output; pair and column indices stay below 2^16
 // (lattices up to kMaxWidth wide). d = 1 (m would be 2^32) and larger a_max d fall back
 // to the plain division.
+// Elements of the K-split buffer red: the FFMA product's split (up to 16 per thread),
+// or 8 K groups of rows x C4 for the TF32 register-B product (Ctx::kBRegs).
+__host__ __device__ inline int red_elems(int threads, int rows, int c4, bool b_regs) {
+  const int a = threads * 16, b = (b_regs ? 8 : 1) * rows * c4;
+  return a > b ? a : b;
+}
+
 struct FastDiv {
   unsigned m = 0;
   int d = 1;
@@ -151,6 +158,11 @@ __device__ __forceinline__ void cp_async(void* dst, const void* src, const void*
   const int n = src ? kBytes : 0;
   const void* s = src ? src : dummy;
   asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(d), "l"(s), "n"(kBytes), "r"(n) : "memory");
+}
+// the same, for a source that is never null (no zero-fill operand)
+__device__ __forceinline__ void cp_async_16(void* dst, const void* src) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
 }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
@@ -307,9 +319,9 @@ struct Ctx {
     constexpr int VE = 16 / int(sizeof(T));
     const int per_row = d.c4 / VE;  // C4 is a multiple of 4
     const int n16 = K * per_row;
-    for (int e = threadIdx.x; e < n16; e += blockDim.x) {
+    for (int e = threadIdx.x; e < n16; e += nthreads) {
       const int k = e / per_row, c = (e - k * per_row) * VE;
-      cp_async<16>(wsm + k * WS + c, W + k * d.c4 + c, w.bo);
+      cp_async_16(wsm + k * WS + c, W + k * d.c4 + c);
     }
   }
 
@@ -574,51 +586,71 @@ struct Ctx {
   }
 
   // The TF32 training mode's segment-path product (kTF32, 256 threads, 32 channels: the
-  // local energies of a training step), written around the MMA: MT = 2 m-tiles (rows
-  // beyond nr read row nr - 1) times KG = 4 K groups, and group kg takes the channel
-  // blocks kg + 4 j of *every* window column instead of a contiguous K range, so all
-  // groups run one compile-time schedule (9 columns x kCin / 32 steps, fully unrolled):
-  // every A and B operand is an immediate offset from one of three row pointers or the
-  // weight pointer. product_mma's general loop spends ~40 integer instructions per k-step
-  // on column bookkeeping and register copies around 4 MMAs (Nsight Compute, run 26).
-  template <int kCin>
-  __device__ void product_tf32_seg(int nr, const float* xs, int& ks, int& rstride, const SegArgs& sg) const {
-    constexpr int VE = 4, KG = 4, kSpc = kCin / 8, kPer = kSpc / KG, kWS = kCC + 8;
-    static_assert(kCC == 32 && kSpc % KG == 0, "the TF32 segment product is specialized for 32 channels");
-    ks = KG;
+  // local energies of a training step), written around the MMA. Each warp keeps the B
+  // fragments of its K slice in registers for the whole pass (kBRegs, loaded once by
+  // load_b_regs: 72 registers), so a k-step reads only its A operands from shared
+  // memory. Warp w's K slice is the channel block w of every window column (9 steps, one
+  // per column), so all warps run one compile-time schedule (fully unrolled: every A
+  // operand an immediate offset from a row pointer):
+  //   h (cin 64, 8 blocks a column): warp w = K group w, both m-tiles (32 rows), 8 groups;
+  //   v (cin 32, 4 blocks a column): warp w = m-tile w % 2, K group w / 2, 4 groups.
+  // Rows beyond nr read row nr - 1. The general loop (product_mma) spent ~40 integer
+  // instructions per k-step on column bookkeeping around 4 MMAs, and its B loads made
+  // the product shared-memory bound (Nsight Compute, run 26).
+  static constexpr bool kBRegs = kMath == kTF32 && kThr == 256 && kCC == 32;
+  static constexpr int kSteps = 9;  // k-steps of a warp's K slice (one per window column)
+
+  __device__ void load_b_regs(bool is_h, unsigned (&breg)[kSteps][4][2]) const {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tig = lane & 3;
+    const int cin = is_h ? 2 * kCC : kCC, kg = is_h ? warp : warp >> 1;
+    const float* wb = reinterpret_cast<const float*>(wsm) + (kg * 8 + tig) * (kCC + 8) + g;
+#pragma unroll
+    for (int j = 0; j < kSteps; ++j)
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        breg[j][nt][0] = rna_bits(wb[(j * cin) * (kCC + 8) + nt * 8]);
+        breg[j][nt][1] = rna_bits(wb[(j * cin + 4) * (kCC + 8) + nt * 8]);
+      }
+  }
+
+  template <bool kH>
+  __device__ void product_tf32_regs(int nr, const float* xs, const unsigned (&breg)[kSteps][4][2], int& ks,
+                                    int& rstride, const SegArgs& sg) const {
+    constexpr int VE = 4, kCin = kH ? 2 * kCC : kCC, kMT = kH ? 2 : 1;
+    static_assert(kCC == 32, "the TF32 register-B product is specialized for 32 channels");
+    ks = kH ? 8 : 4;
     rstride = 32;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tig = lane & 3;
-    const int mt = warp & 1, kg = warp >> 1;
-    const int ra = min(mt * 16 + g, nr - 1), rb = min(mt * 16 + g + 8, nr - 1);
+    const int mt0 = kH ? 0 : (warp & 1), kg = kH ? warp : warp >> 1;
     // entry (dy, window column dx, channel c) of pair r: dy RS + (cb(r) + dx)(cin + VE) + c
-    const float* pa = xs + (ra + 2 * sg.by_nx.div(sg.q0 + ra)) * (kCin + VE) + kg * 8 + tig;
-    const float* pb = xs + (rb + 2 * sg.by_nx.div(sg.q0 + rb)) * (kCin + VE) + kg * 8 + tig;
-    const float* wk = reinterpret_cast<const float*>(wsm) + (kg * 8 + tig) * kWS + g;  // rounded by pass_seg
-    float acc[4][4];
+    const float* p[2 * kMT];
 #pragma unroll
-    for (int nt = 0; nt < 4; ++nt)
+    for (int i = 0; i < 2 * kMT; ++i) {
+      const int r = min((mt0 + (i >> 1)) * 16 + (i & 1) * 8 + g, nr - 1);
+      p[i] = xs + (r + 2 * sg.by_nx.div(sg.q0 + r)) * (kCin + VE) + kg * 8 + tig;
+    }
+    // one m-tile after the other (16 accumulators live, not 32: the B registers stay)
 #pragma unroll
-      for (int q = 0; q < 4; ++q) acc[nt][q] = 0.f;
+    for (int m = 0; m < kMT; ++m) {
+      float acc[4][4];
 #pragma unroll
-    for (int dy = 0; dy < 3; ++dy) {
-      const float* qa = pa + dy * sg.RS;
-      const float* qb = pb + dy * sg.RS;
+      for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
-      for (int dx = 0; dx < 3; ++dx) {
+        for (int q = 0; q < 4; ++q) acc[nt][q] = 0.f;
 #pragma unroll
-        for (int j = 0; j < kPer; ++j) {
-          const int c = dx * (kCin + VE) + j * KG * 8;  // this step's channel block in the segment row
-          const int k = (dy * 3 + dx) * kCin + j * KG * 8;  // ... and its weight row (group 0, tig 0)
-          const unsigned a[4] = {rna_bits(qa[c]), rna_bits(qb[c]), rna_bits(qa[c + 4]), rna_bits(qb[c + 4])};
+      for (int dy = 0; dy < 3; ++dy) {
 #pragma unroll
-          for (int nt = 0; nt < 4; ++nt) {
-            const unsigned b[2] = {__float_as_uint(wk[k * kWS + nt * 8]), __float_as_uint(wk[(k + 4) * kWS + nt * 8])};
-            mma_tf32(acc[nt], a, b);
-          }
+        for (int dx = 0; dx < 3; ++dx) {
+          const int j = dy * 3 + dx, c = dy * sg.RS + dx * (kCin + VE);
+          const float* qa = p[2 * m] + c;
+          const float* qb = p[2 * m + 1] + c;
+          const unsigned a[4] = {rna_bits(qa[0]), rna_bits(qb[0]), rna_bits(qa[4]), rna_bits(qb[4])};
+#pragma unroll
+          for (int nt = 0; nt < 4; ++nt) mma_tf32(acc[nt], a, breg[j][nt]);
         }
       }
+      store_mma_partials(acc, 4, (mt0 + m) * 16 + g, kg * rstride);
     }
-    store_mma_partials(acc, 4, mt * 16 + g, kg * rstride);
   }
 
   // The MMA accumulators of rows row and row + 8 (all NT n-tiles) into the K-split
@@ -675,11 +707,14 @@ struct Ctx {
     z += bias[o];
     return z > T(0) ? z : T(0);
   }
-  // ... (the same for channels o .. o+3, o % 4 == 0) ...
+  // ... (the same for channels o .. o+3, o % 4 == 0; kKs > 0: ks = kKs, all loads at once) ...
+  template <int kKs = 0>
   __device__ void bias_relu4(int ks, int rstride, int r, int o, const T* bias, T (&z)[4]) const {
 #pragma unroll
     for (int q = 0; q < 4; ++q) z[q] = T(0);
     const T* pr = red + r * d.c4 + red_col(r, o);
+    if constexpr (kKs > 0) ks = kKs;
+#pragma unroll
     for (int kg = 0; kg < ks; ++kg) {
       const Vec4<T> v = load4_sh(pr + kg * rstride * d.c4);
 #pragma unroll
@@ -883,6 +918,7 @@ struct Ctx {
     if (wsm && !ready) stage_weights(K, W);
     int p0 = 0, nr = seg_chunk(0, npairs, nx, by_nx);
     gather_seg(is_h, xb, nx, by_nx, by_nx2, 0, nr, xs, RS);
+    unsigned breg[kSteps][4][2];  // kBRegs: this warp's B fragments for the pass
     cp_async_commit();  // with the weights (this pass's, or the ones the previous pass started)
     for (int c = 0;; ++c) {
       const T* cur = xs + (c & 1) * BS;
@@ -897,8 +933,12 @@ struct Ctx {
       }
       __syncthreads();
       if (kMath == kTF32 && c == 0 && math == kTF32) {  // the weights have landed
-        round_weights_tf32(K);
-        __syncthreads();
+        if constexpr (kBRegs) {
+          load_b_regs(is_h, breg);  // rounded on the way
+        } else {
+          round_weights_tf32(K);
+          __syncthreads();
+        }
       }
       tick(0, t0);
       const int rows4 = (nr + 3) & ~3;
@@ -906,16 +946,19 @@ struct Ctx {
       const int j0 = by_nx.div(p0);
       const SegArgs sg{p0, nx, nr, cin, RS, j0, p0 - j0 * nx, by_nx, by_cin};
       if constexpr (sizeof(T) == 4 && kMath != kFFMA) {
-        if constexpr (kMath == kTF32 && kThr == 256 && kCC == 32) {
+        if constexpr (kBRegs) {
           if (math != kFFMA) {
-            if (is_h) product_tf32_seg<2 * kCC>(nr, cur, ks, rstride, sg);
-            else product_tf32_seg<kCC>(nr, cur, ks, rstride, sg);
+            if (is_h) product_tf32_regs<true>(nr, cur, breg, ks, rstride, sg);
+            else product_tf32_regs<false>(nr, cur, breg, ks, rstride, sg);
           }
         } else if (math != kFFMA) {
           product_mma<kMath, true>(K, nr, cur, ks, rstride, sg);
         }
       }
-      if (kMath == kFFMA || math == kFFMA) {
+      // (the register-B instance has no FFMA fallback: its B registers would stay live
+      // through the FFMA product and spill; plan() gives it only walks with the weights
+      // in shared memory, where math is kTF32)
+      if (!kBRegs && (kMath == kFFMA || math == kFFMA)) {
         split(rows4, C4, ntile, ks);
         if (wsm) {
           product<true, true>(K, wsm, rows4, cur, sg);
@@ -931,7 +974,12 @@ struct Ctx {
       for (int e = threadIdx.x; e < nr * CQ; e += nthreads) {
         const int r = e / CQ, o = (e - r * CQ) * 4;
         T z[4];
-        bias_relu4(ks, rstride, r, o, bias + o, z);
+        if constexpr (kBRegs) {  // K groups: 8 (h) or 4 (v), see product_tf32_regs
+          if (is_h) bias_relu4<8>(ks, rstride, r, o, bias + o, z);
+          else bias_relu4<4>(ks, rstride, r, o, bias + o, z);
+        } else {
+          bias_relu4(ks, rstride, r, o, bias + o, z);
+        }
         const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
         const Vec4<T> res = load4_sh(cur + 2 * RS + (r + 2 * (j - j0) + res_dx) * (cin + VE) + o);
 #pragma unroll
@@ -1047,6 +1095,9 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   cx.WS = d.c4 + 8;  // padded: conflict-free B fragments of the MMA path
   // tensor-core products need the weights in shared memory and 8 | C <= 32
   cx.math = (sizeof(T) == 4 && w_shared && C % 8 == 0 && C <= 32) ? kMath : int(kFFMA);
+  if constexpr (Ctx<T, kMath, kThr, kCC>::kBRegs) {
+    if (cx.math != kTF32) __trap();  // plan() never launches it so (no FFMA fallback)
+  }
   cx.S = xs_stride;
   cx.red_swz = (d.c4 & (d.c4 - 1)) == 0 ? d.c4 - 1 : 0;
   // segment path: two [3][ncol][2C + VE] buffers (padded columns) in the space of the
@@ -1058,7 +1109,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   cx.seg_min_nx = segments == 2 ? 1 : 3;
   cx.xs = reinterpret_cast<T*>(smem_raw);
   cx.red = cx.xs + size_t(rows) * xs_stride;
-  cx.hcur = cx.red + size_t(max(kThr * 16, rows * d.c4));
+  cx.hcur = cx.red + size_t(red_elems(kThr, rows, d.c4, Ctx<T, kMath, kThr, kCC>::kBRegs));
   cx.raw = cx.hcur + size_t(tile) * C;
   // byte offsets from smem_raw (pointers derived from it stay shared-space loads)
   size_t off = (size_t(reinterpret_cast<unsigned char*>(cx.raw + size_t(tile) * kOutChunk * 4) - smem_raw) + 15) &
@@ -1282,10 +1333,11 @@ int xs_stride_of(const Dims& d) {
   return (kmax + 3) / 4 * 4 + 4;
 }
 
-size_t smem_bytes(const Dims& d, int tile, int rows, size_t elem, size_t member, bool w_shared, int threads) {
+size_t smem_bytes(const Dims& d, int tile, int rows, size_t elem, size_t member, bool w_shared, int threads,
+                  bool b_regs) {
   const int kmax = std::max(18 * d.channels, 9 * (1 + d.channels));
   size_t n = size_t(rows) * xs_stride_of(d);                      // xs
-  n += size_t(std::max(threads * 16, rows * d.c4));                 // red
+  n += size_t(red_elems(threads, rows, d.c4, b_regs));               // red
   n += size_t(tile) * d.channels + size_t(tile) * kOutChunk * 4;  // hcur, raw
   size_t bytes = (n * elem + 15) & ~size_t(15);
   if (w_shared) bytes += size_t(kmax) * (d.c4 + 8) * elem;
@@ -1317,16 +1369,21 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   if (sizeof(T) == 4 && p.math == kTF32 && mode == kConnected && specialized(d.channels)) p.threads = 256;
   if (thr_env && std::string(thr_env) == "256") p.threads = 256;
   if (thr_env && std::string(thr_env) == "512") p.threads = 512;
+  const char* env = std::getenv("NAQS_PIXELCNN_WEIGHTS_SMEM");
+  const bool allow_ws = !(env && env[0] == '0');
+  // the register-B TF32 instance needs the weights in shared memory (Ctx::kBRegs)
+  if (p.threads == 256 && p.math == kTF32 && !allow_ws) p.threads = 512;
   const auto kernel = kernel_for<T>(p.threads, d.channels, p.math);
+  // the instance walk_kernel<float, 256, 32, kTF32> keeps B fragments in registers and
+  // needs 8 K groups of partial sums (Ctx::kBRegs)
+  const bool b_regs = sizeof(T) == 4 && p.threads == 256 && p.math == kTF32 && specialized(d.channels);
   p.xs_stride = xs_stride_of(d);
   // Weights of the pass in shared memory when they fit (NAQS_PIXELCNN_WEIGHTS_SMEM=0
   // reads them from global memory instead); then the largest chunk that fits.
-  const char* env = std::getenv("NAQS_PIXELCNN_WEIGHTS_SMEM");
-  const bool allow_ws = !(env && env[0] == '0');
   bool found = false;
   for (int ws = allow_ws ? 1 : 0; ws >= 0 && !found; --ws) {
     for (int rows = kMaxRows; rows >= 4 && !found; rows /= 2) {
-      if (smem_bytes(d, rows, rows, sizeof(T), sizeof(Member<T>), ws != 0, p.threads) <= size_t(optin)) {
+      if (smem_bytes(d, rows, rows, sizeof(T), sizeof(Member<T>), ws != 0, p.threads, b_regs) <= size_t(optin)) {
         p.w_shared = ws;
         p.rows = rows;
         found = true;
@@ -1334,7 +1391,8 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
     }
   }
   if (!found) return cudaErrorInvalidConfiguration;
-  p.smem = smem_bytes(d, p.rows, p.rows, sizeof(T), sizeof(Member<T>), p.w_shared != 0, p.threads);
+  if (b_regs && !p.w_shared) return cudaErrorInvalidConfiguration;  // see pass_seg: no FFMA fallback
+  p.smem = smem_bytes(d, p.rows, p.rows, sizeof(T), sizeof(Member<T>), p.w_shared != 0, p.threads, b_regs);
   if ((err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(p.smem))) !=
       cudaSuccess)
     return err;
@@ -1361,7 +1419,7 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   }
   p.tile = tile;
   p.k_split = 0;
-  p.smem = smem_bytes(d, tile, p.rows, sizeof(T), sizeof(Member<T>), p.w_shared != 0, p.threads);
+  p.smem = smem_bytes(d, tile, p.rows, sizeof(T), sizeof(Member<T>), p.w_shared != 0, p.threads, b_regs);
   const int64_t n_tiles = (n_jobs + p.tile - 1) / p.tile;
   const int64_t grid = std::min<int64_t>(n_tiles, slots);
   p.grid = int(grid < 1 ? 1 : grid);
