@@ -159,11 +159,6 @@ __device__ __forceinline__ void cp_async(void* dst, const void* src, const void*
   const void* s = src ? src : dummy;
   asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(d), "l"(s), "n"(kBytes), "r"(n) : "memory");
 }
-// the same, for a source that is never null (no zero-fill operand)
-__device__ __forceinline__ void cp_async_16(void* dst, const void* src) {
-  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
-}
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
@@ -319,9 +314,9 @@ struct Ctx {
     constexpr int VE = 16 / int(sizeof(T));
     const int per_row = d.c4 / VE;  // C4 is a multiple of 4
     const int n16 = K * per_row;
-    for (int e = threadIdx.x; e < n16; e += nthreads) {
+    for (int e = threadIdx.x; e < n16; e += blockDim.x) {
       const int k = e / per_row, c = (e - k * per_row) * VE;
-      cp_async_16(wsm + k * WS + c, W + k * d.c4 + c);
+      cp_async<16>(wsm + k * WS + c, W + k * d.c4 + c, w.bo);
     }
   }
 
@@ -713,12 +708,19 @@ struct Ctx {
 #pragma unroll
     for (int q = 0; q < 4; ++q) z[q] = T(0);
     const T* pr = red + r * d.c4 + red_col(r, o);
-    if constexpr (kKs > 0) ks = kKs;
+    if constexpr (kKs > 0) {
+#pragma unroll 4
+      for (int kg = 0; kg < kKs; ++kg) {
+        const Vec4<T> v = load4_sh(pr + kg * rstride * d.c4);
 #pragma unroll
-    for (int kg = 0; kg < ks; ++kg) {
-      const Vec4<T> v = load4_sh(pr + kg * rstride * d.c4);
+        for (int q = 0; q < 4; ++q) z[q] += v.v[q];
+      }
+    } else {
+      for (int kg = 0; kg < ks; ++kg) {
+        const Vec4<T> v = load4_sh(pr + kg * rstride * d.c4);
 #pragma unroll
-      for (int q = 0; q < 4; ++q) z[q] += v.v[q];
+        for (int q = 0; q < 4; ++q) z[q] += v.v[q];
+      }
     }
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
@@ -854,13 +856,13 @@ struct Ctx {
     const int n0 = min(nx - q0, nr);  // pairs of the first job
     const int ncols = nr + 2 * (by_nx.div(p0 + nr - 1) - j0 + 1);
     const int total = 3 * ncols * pieces;
-    const FastDiv by_pieces(pieces, total), by_ncols(ncols, 3 * ncols);
+    const FastDiv by_pieces(pieces, total);
     const int x_first = xb + q0 - (is_h ? 2 : 1);  // lattice column of column 0
 #pragma unroll 1
     for (int e = threadIdx.x; e < total; e += nthreads) {
       const int rest = by_pieces.div(e), pc = e - rest * pieces;
       const int part = pc >= ppp ? 1 : 0, c = (pc - part * ppp) * pu * VE;
-      const int dy = by_ncols.div(rest), sc = rest - dy * ncols;
+      const int dy = (rest >= ncols) + (rest >= 2 * ncols), sc = rest - dy * ncols;  // rest < 3 ncols
       int jj = 0, xx = x_first + sc;
       if (sc >= n0 + 2) {
         const int t = sc - (n0 + 2);
@@ -1123,7 +1125,9 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   Cone* cone_sh = reinterpret_cast<Cone*>(smem_raw + off + size_t(tile) * sizeof(Member<T>));
   int* cols_h = reinterpret_cast<int*>(cone_sh + 1);
   int* cols_v = cols_h + L * d.ly;
-  cx.rsrc = reinterpret_cast<RowSrc<T>*>((reinterpret_cast<uintptr_t>(cols_v + L * d.ly) + 15) & ~uintptr_t(15));
+  // (offsets from smem_raw, not integer casts, so that the loads stay shared-space LDS)
+  const size_t rsrc_off = (size_t(reinterpret_cast<unsigned char*>(cols_v + L * d.ly) - smem_raw) + 15) & ~size_t(15);
+  cx.rsrc = reinterpret_cast<RowSrc<T>*>(smem_raw + rsrc_off);
   cx.orow = reinterpret_cast<T**>(cx.rsrc + tile * 6);
   cx.cols_h = cols_h;
   cx.cols_v = cols_v;
