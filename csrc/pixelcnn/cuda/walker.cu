@@ -458,10 +458,9 @@ struct Ctx {
 #pragma unroll
       for (int q = 0; q < 4; ++q) acc[nt][q] = 0.f;
     const float* wb = reinterpret_cast<const float*>(wsm) + tig * WS + g;
-    // One k-step, in two halves so that the segment path can load step st + 1 while the
-    // MMAs of step st run: load() takes A rows g, g + 8 of the m-tile at xa[0], xa[4] and
+    // One k-step: load() takes A rows g, g + 8 of the m-tile at xa[0], xa[4] and
     // xb8[0], xb8[4] (v0, v1: columns tig and tig + 4 inside K) and every B fragment from
-    // the weight rows at wk; mma() rounds and multiplies.
+    // the weight rows at wk (all of them before the MMAs); mma() rounds and multiplies.
     struct Frag {
       float a[4];
       float b[4][2];
@@ -501,41 +500,7 @@ struct Ctx {
         }
       }
     };
-    if constexpr (kSeg && kThr == 256) {  // 250 registers: the loads of step st + 1 overlap step st
-      constexpr int VE = 4;
-      const int cin = sg.cin, spc = cin >> 3;  // k-steps per window column
-      const int row_step = sg.RS - 3 * cin - 2 * VE;  // column dx 2 -> dx 0 of dy + 1
-      const int ra = min(mt * 16 + g, nr - 1), rb = min(mt * 16 + g + 8, nr - 1);
-      const int oa = (ra + 2 * sg.by_nx.div(sg.q0 + ra)) * (cin + VE) + tig;
-      const int ob = (rb + 2 * sg.by_nx.div(sg.q0 + rb)) * (cin + VE) + tig;
-      const int col = sg.by_cin.div(s0 * 8);
-      int dx = col % 3;
-      int next_col = (col + 1) * spc;  // first k-step of the next window column
-      // entry k of row r sits at cb(r) (cin + VE) + k + dy (RS - 3 cin) + dx VE
-      const float* col_base = xs + (col / 3) * (sg.RS - 3 * cin) + dx * VE + s0 * 8;
-      const float* xa = col_base + oa;
-      const float* xb8 = col_base + ob;
-      const float* wk = wb + s0 * 8 * WS;
-      Frag cur;
-      if (s0 < s1) load(cur, xa, xb8, wk, true, true);
-#pragma unroll 2
-      for (int st = s0; st < s1; ++st) {
-        xa += 8;
-        xb8 += 8;
-        wk += 8 * WS;
-        if (st + 1 == next_col) {  // the next window column: dx + 1, or dx 0 of the next row
-          const int jump = ++dx == 3 ? row_step : VE;
-          dx = dx == 3 ? 0 : dx;
-          xa += jump;
-          xb8 += jump;
-          next_col += spc;
-        }
-        Frag nxt;
-        if (st + 1 < s1) load(nxt, xa, xb8, wk, true, true);
-        mma(cur);
-        cur = nxt;
-      }
-    } else if constexpr (kSeg) {  // 512 threads: no registers to spare for the pipeline
+    if constexpr (kSeg) {  // (the 256-thread TF32 instance has its own product, product_tf32_regs)
       constexpr int VE = 4;
       const int cin = sg.cin, spc = cin >> 3;  // k-steps per window column
       const int ra = min(mt * 16 + g, nr - 1), rb = min(mt * 16 + g + 8, nr - 1);
