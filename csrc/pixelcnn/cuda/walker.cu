@@ -554,9 +554,9 @@ struct Ctx {
   // operand an immediate offset from a row pointer):
   //   h (cin 64, 8 blocks a column): warp w = K group w, both m-tiles (32 rows), 8 groups;
   //   v (cin 32, 4 blocks a column): warp w = m-tile w % 2, K group w / 2, 4 groups.
-  // Rows beyond nr read row nr - 1. The general loop (product_mma) spent ~40 integer
-  // instructions per k-step on column bookkeeping around 4 MMAs, and its B loads made
-  // the product shared-memory bound (Nsight Compute, run 26).
+  // Rows beyond nr read row nr - 1. The general loop (product_mma) spent ~30 integer
+  // instructions per k-step on column bookkeeping and register copies around 4 MMAs
+  // (Nsight Compute, run 26), and 8 of its 12 shared-memory loads a k-step were B.
   static constexpr bool kBRegs = kMath == kTF32 && kThr == 256 && kCC == 32;
   static constexpr int kSteps = 9;  // k-steps of a warp's K slice (one per window column)
 
