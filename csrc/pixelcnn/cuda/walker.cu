@@ -935,7 +935,13 @@ struct Ctx {
       }
       __syncthreads();
       tick(1, t0);
-      if (nrn == 0 && wsm && next_l >= 0) stage_next(next_h, next_l);
+      if constexpr (kBRegs) {
+        // every warp holds its B fragments: the next pass's weights can replace them in
+        // wsm now, a whole pass ahead (they join the next commit)
+        if (c == 0 && next_l >= 0) stage_next(next_h, next_l);
+      } else {
+        if (nrn == 0 && wsm && next_l >= 0) stage_next(next_h, next_l);
+      }
       // four channels per thread: 16-byte loads of the partial sums and the residual,
       // 16-byte stores (the same sums in the same order as bias_relu)
       for (int e = threadIdx.x; e < nr * CQ; e += nthreads) {

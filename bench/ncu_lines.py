@@ -1,0 +1,125 @@
+"""Where a profiled walk spends its time, per source line and per function of walker.cu.
+
+Joins Nsight Compute's per-instruction table (``ncu --page source --print-source sass
+--csv``: stall samples and executed instructions per SASS address) with the line table of
+the same kernel's SASS (``nvdisasm -g`` of the cubin in the build, which bench/ncu_walker.sh
+extracts with cuobjdump), then sums by walker.cu line and by the function that line lies
+in (the last ``name(`` of a ``__device__`` / ``__global__`` definition above it).
+
+    python bench/ncu_lines.py ncu-sass.csv.gz [walker.sass] [csrc/pixelcnn/cuda/walker.cu]
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import gzip
+import io
+import re
+import sys
+
+KERNEL = "walk_kernelIfLi256ELi32ELi2E"  # the TF32 local energies' instance (float, 256, 32, TF32)
+
+
+def read_csv(path: str) -> tuple[list[str], list[list[str]]]:
+    raw = gzip.open(path, "rt") if path.endswith(".gz") else open(path)
+    text = raw.read()
+    rows = list(csv.reader(io.StringIO(text)))
+    start = next(i for i, r in enumerate(rows) if any(c.strip() == "Address" for c in r))
+    return rows[start], rows[start + 1 :]
+
+
+def column(header: list[str], *words: str) -> int | None:
+    for i, name in enumerate(header):
+        if all(w.lower() in name.lower() for w in words):
+            return i
+    return None
+
+
+def line_table(sass_path: str) -> dict[int, int]:
+    """SASS offset -> walker.cu line, for the kernel instance KERNEL."""
+    table, on, line = {}, False, 0
+    for text in open(sass_path):
+        if not text[:1].isspace() and text.rstrip().endswith(":") and "walk_kernel" in text:
+            on = KERNEL in text
+        if not on:
+            continue
+        m = re.search(r'//## File ".*walker\.cu", line (\d+)', text)
+        if m:
+            line = int(m.group(1))
+            continue
+        m = re.search(r"/\*([0-9a-f]{4,})\*/", text)
+        if m:
+            table[int(m.group(1), 16)] = line
+    return table
+
+
+def functions(source: str) -> list[tuple[int, str]]:
+    out = []
+    for i, text in enumerate(open(source), start=1):
+        if "__device__" in text or "__global__" in text:
+            names = [n for n in re.findall(r"\b(\w+)\s*\(", text) if n != "__launch_bounds__"]
+            if names and not text.strip().startswith("//"):
+                out.append((i, names[0]))
+    return out
+
+
+def main(argv: list[str]) -> None:
+    header, rows = read_csv(argv[0])
+    c_addr = column(header, "Address")
+    c_all = column(header, "Stall Sampling", "All")
+    c_exe = column(header, "Instructions Executed")
+    c_src = column(header, "Source")
+    print("columns:", [header[c] for c in (c_addr, c_all, c_exe, c_src) if c is not None])
+    addrs = [int(r[c_addr], 16) for r in rows if r and r[c_addr].startswith("0x")]
+    base = min(addrs)
+    lines = line_table(argv[1]) if len(argv) > 1 else {}
+    funcs = functions(argv[2] if len(argv) > 2 else "csrc/pixelcnn/cuda/walker.cu")
+
+    def func_of(line: int) -> str:
+        name = "?"
+        for start, f in funcs:
+            if start > line:
+                break
+            name = f
+        return name
+
+    def num(text: str) -> float:
+        try:
+            return float(text.replace(",", ""))
+        except ValueError:
+            return 0.0
+
+    by_line, by_func, by_op = collections.Counter(), collections.Counter(), collections.Counter()
+    exe_line, exe_func = collections.Counter(), collections.Counter()
+    total = total_exe = 0.0
+    for r in rows:
+        if not r or not r[c_addr].startswith("0x"):
+            continue
+        samples = num(r[c_all]) if c_all is not None else 0.0
+        exe = num(r[c_exe]) if c_exe is not None else 0.0
+        line = lines.get(int(r[c_addr], 16) - base, 0)
+        by_line[line] += samples
+        by_func[func_of(line) if line else "?"] += samples
+        exe_line[line] += exe
+        exe_func[func_of(line) if line else "?"] += exe
+        if c_src is not None:
+            by_op[r[c_src].split()[0].split(".")[0].lstrip("@!P0123456789 ") if r[c_src].split() else "?"] += samples
+        total += samples
+        total_exe += exe
+    total = total or 1.0
+    total_exe = total_exe or 1.0
+    print(f"stall samples {total:.0f}, warp instructions executed {total_exe:.3e}, lines mapped {len(lines)}")
+    print("\n# per function: % of stall samples, % of warp instructions")
+    for f, s in by_func.most_common(25):
+        print(f"{100 * s / total:6.2f}% {100 * exe_func[f] / total_exe:6.2f}%  {f}")
+    print("\n# per opcode (stall samples)")
+    for op, s in by_op.most_common(15):
+        print(f"{100 * s / total:6.2f}%  {op}")
+    print("\n# per walker.cu line: % of stall samples, % of warp instructions, function")
+    for line, s in by_line.most_common(40):
+        print(f"{100 * s / total:6.2f}% {100 * exe_line[line] / total_exe:6.2f}%  line {line:5d}  {func_of(line)}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
