@@ -416,7 +416,7 @@ def main(argv=None):
                 with torch.no_grad():
                     ts = timeit(lambda: ops.pixelcnn_sample(model, u), device, reps=3, warmup=1)
                     te = timeit(lambda: ops.connected_log_psi(model, spins, conn.flips, conn.counts), device,
-                                reps=1, warmup=1)
+                                reps=3, warmup=1)
             finally:
                 for key, val in old.items():
                     os.environ.pop(key) if val is None else os.environ.__setitem__(key, val)

@@ -198,6 +198,7 @@ struct Ctx {
   int tile, rows, S, WS, pipeline, math;
   int nthreads;  // blockDim.x (the kernel's template value: a compile-time constant)
   int prefetch;  // kSample: single-position passes start the next block's windows early
+  int two_barriers;  // segment passes of the register-B instance: 2 barriers a chunk, not 3
   int red_swz;     // column mask of red's swizzle (C4 - 1 for a power-of-two C4, else 0)
   int ncol;        // segment path: columns of one segment buffer (0: path off), see pass_seg
   int seg_min_nx;  // segment path: only for passes of at least this many positions per job
@@ -667,9 +668,10 @@ struct Ctx {
     z += bias[o];
     return z > T(0) ? z : T(0);
   }
-  // ... (the same for channels o .. o+3, o % 4 == 0; kKs > 0: ks = kKs, all loads at once) ...
+  // ... (the same for channels o .. o+3, o % 4 == 0, biases b; kKs > 0: ks = kKs, all
+  // loads at once) ...
   template <int kKs = 0>
-  __device__ void bias_relu4(int ks, int rstride, int r, int o, const T* bias, T (&z)[4]) const {
+  __device__ void bias_relu4(int ks, int rstride, int r, int o, const T (&b)[4], T (&z)[4]) const {
 #pragma unroll
     for (int q = 0; q < 4; ++q) z[q] = T(0);
     const T* pr = red + r * d.c4 + red_col(r, o);
@@ -689,7 +691,7 @@ struct Ctx {
     }
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
-      z[q] += bias[q];
+      z[q] += b[q];
       z[q] = z[q] > T(0) ? z[q] : T(0);
     }
   }
@@ -861,6 +863,17 @@ struct Ctx {
     const int nx = xe - xb, npairs = tile * nx;
     const FastDiv by_nx(nx, npairs + 2), by_cin(cin, K), by_nx2(nx + 2, npairs + 2 * tile);
     long long t0 = prof && threadIdx.x == 0 ? clock64() : 0;
+    // kBRegs: a thread finishes the same 4 channels o = 4 (t % C/4) in every chunk: their
+    // biases once per pass, in registers (a global load per chunk stalled the finishing
+    // phase: 2.7% of a TF32 walk's stall samples, Nsight Compute; the 512-thread FFMA
+    // kernel has no registers to spare)
+    T bias_r[4];
+    if constexpr (kBRegs) {
+      static_assert(kThr % (kCC / 4) == 0, "the finishing loop's channel group must be fixed per thread");
+      const int o = (threadIdx.x % (kCC / 4)) * 4;
+#pragma unroll
+      for (int q = 0; q < 4; ++q) bias_r[q] = bias[o + q];
+    }
     // the pass's input rows (job, dy, part) and output rows, once per pass (the previous
     // pass ended with a barrier: nobody reads the tables any more)
     for (int e = threadIdx.x; e < tile * 7; e += nthreads) {
@@ -887,11 +900,16 @@ struct Ctx {
     gather_seg(is_h, xb, nx, by_nx, by_nx2, 0, nr, xs, RS);
     unsigned breg[kSteps][4][2];  // kBRegs: this warp's B fragments for the pass
     cp_async_commit();  // with the weights (this pass's, or the ones the previous pass started)
+    // two_barriers (kBRegs): the next chunk's copies are issued after the barrier that
+    // follows this chunk's wait, which then also separates the previous chunk's
+    // finishing phase (reads of red and of the other buffer) from this chunk's product
+    // and copies: two barriers a chunk instead of three.
+    const bool merged = kBRegs && two_barriers;
     for (int c = 0;; ++c) {
       const T* cur = xs + (c & 1) * BS;
       const int pn = p0 + nr;
       const int nrn = pn < npairs ? seg_chunk(pn, npairs, nx, by_nx) : 0;
-      if (nrn > 0) {
+      if (nrn > 0 && !merged) {
         gather_seg(is_h, xb, nx, by_nx, by_nx2, pn, nrn, xs + ((c + 1) & 1) * BS, RS);
         cp_async_commit();
         cp_async_wait_1();  // everything but the copies just issued
@@ -899,6 +917,10 @@ struct Ctx {
         cp_async_wait_all();
       }
       __syncthreads();
+      if (merged && nrn > 0) {
+        gather_seg(is_h, xb, nx, by_nx, by_nx2, pn, nrn, xs + ((c + 1) & 1) * BS, RS);
+        cp_async_commit();
+      }
       if (kMath == kTF32 && c == 0 && math == kTF32) {  // the weights have landed
         if constexpr (kBRegs) {
           load_b_regs(is_h, breg);  // rounded on the way
@@ -946,12 +968,14 @@ struct Ctx {
       // 16-byte stores (the same sums in the same order as bias_relu)
       for (int e = threadIdx.x; e < nr * CQ; e += nthreads) {
         const int r = e / CQ, o = (e - r * CQ) * 4;
-        T z[4];
+        T z[4], b[4];
+#pragma unroll
+        for (int q = 0; q < 4; ++q) b[q] = kBRegs ? bias_r[q] : bias[o + q];
         if constexpr (kBRegs) {  // K groups: 8 (h) or 4 (v), see product_tf32_regs
-          if (is_h) bias_relu4<8>(ks, rstride, r, o, bias + o, z);
-          else bias_relu4<4>(ks, rstride, r, o, bias + o, z);
+          if (is_h) bias_relu4<8>(ks, rstride, r, o, b, z);
+          else bias_relu4<4>(ks, rstride, r, o, b, z);
         } else {
-          bias_relu4(ks, rstride, r, o, bias + o, z);
+          bias_relu4(ks, rstride, r, o, b, z);
         }
         const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
         const Vec4<T> res = load4_sh(cur + 2 * RS + (r + 2 * (j - j0) + res_dx) * (cin + VE) + o);
@@ -959,7 +983,7 @@ struct Ctx {
         for (int q = 0; q < 4; ++q) z[q] += res.v[q];
         store4_sh(orow[j] + x * C + o, z);
       }
-      __syncthreads();
+      if (!merged || nrn == 0) __syncthreads();  // (the last: the next pass rewrites the tables)
       tick(2, t0);
       if (prof && threadIdx.x == 0) prof[5] += 1;
       if (nrn == 0) break;
@@ -1044,6 +1068,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
                                                         WalkArgs<T> a,     // inputs/outputs of the mode
                                                         int tile, int rows, int xs_stride, int w_shared,
                                                         int pipeline, int segments, int prefetch,
+                                                        int two_barriers,  // see pass_seg
                                                         T* __restrict__ ring,         // [grid][tile][2][L][3][Lx][C]
                                                         int8_t* __restrict__ confs,   // [grid][tile][N]
                                                         long long* __restrict__ prof)  // [grid][8] or null
@@ -1065,6 +1090,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   cx.nthreads = kThr;
   cx.prefetch = prefetch && w_shared && !pipeline && tile <= rows;
   cx.pipeline = pipeline;
+  cx.two_barriers = two_barriers;
   cx.WS = d.c4 + 8;  // padded: conflict-free B fragments of the MMA path
   // tensor-core products need the weights in shared memory and 8 | C <= 32
   cx.math = (sizeof(T) == 4 && w_shared && C % 8 == 0 && C <= 32) ? kMath : int(kFFMA);
@@ -1426,11 +1452,16 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   // windows (A/B of pass()'s prefetch).
   const char* pf_env = std::getenv("NAQS_PIXELCNN_PREFETCH");
   const int prefetch = pf_env && pf_env[0] == '0' ? 0 : 1;
+  // NAQS_PIXELCNN_BARRIERS=2: the TF32 local energies' segment passes (256 threads, 32
+  // channels) with two barriers a chunk instead of three (A/B; the same arithmetic).
+  const char* bar_env = std::getenv("NAQS_PIXELCNN_BARRIERS");
+  const int two_barriers = bar_env && bar_env[0] == '2' ? 1 : 0;
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
   const auto kernel = kernel_for<T>(p.threads, d.channels, math);
   if (!(env && env[0] == '1')) {
     kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared,
-                                                          pipeline, segments, prefetch, ring, confs, nullptr);
+                                                          pipeline, segments, prefetch, two_barriers, ring, confs,
+                                                          nullptr);
     return cudaGetLastError();
   }
   // Diagnostics: per-CTA clock64 counters of thread 0 (time in each phase, barrier
@@ -1440,7 +1471,7 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   if (err != cudaSuccess) return err;
   cudaMemsetAsync(prof, 0, sizeof(long long) * 8 * p.grid, stream);
   kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared, pipeline,
-                                                segments, prefetch, ring, confs, prof);
+                                                segments, prefetch, two_barriers, ring, confs, prof);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   std::vector<long long> h(size_t(8) * p.grid);
   if ((err = cudaMemcpyAsync(h.data(), prof, h.size() * sizeof(long long), cudaMemcpyDeviceToHost, stream)) !=
