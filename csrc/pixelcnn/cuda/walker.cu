@@ -82,13 +82,6 @@ struct RowSrc {
 };
 
 
-// a / d for 0 <= a <= a_max by one multiply-high: with m = ceil(2^32 / d) = (2^32 + e) / d,
-// e < d, a m / 2^32 = a / d + a e / (d 2^32), and the excess stays below 1 / d (the
-// smallest distance of a / d to the next integer) when a_max d <= 2^32. Integer
-// division by a run-time divisor costs ~25 instructions on the GPU and ran several
-// times per copied unit and per output; pair and column indices stay below 2^16
-// (lattices up to kMaxWidth wide). d = 1 (m would be 2^32) and larger a_max d fall back
-// to the plain division.
 // Elements of the K-split buffer red: the FFMA product's split (up to 16 per thread),
 // or 8 K groups of rows x C4 for the TF32 register-B product (Ctx::kBRegs).
 __host__ __device__ inline int red_elems(int threads, int rows, int c4, bool b_regs) {
@@ -96,16 +89,27 @@ __host__ __device__ inline int red_elems(int threads, int rows, int c4, bool b_r
   return a > b ? a : b;
 }
 
+
+// a / d for 0 <= a <= a_max by one multiply-high: with m = ceil(2^32 / d) = (2^32 + e) / d,
+// e < d, a m / 2^32 = a / d + a e / (d 2^32), and the excess stays below 1 / d (the
+// smallest distance of a / d to the next integer) when a_max d <= 2^32. Integer
+// division by a run-time divisor costs ~25 instructions on the GPU and ran several
+// times per copied unit and per output; pair and column indices stay below 2^16
+// (lattices up to kMaxWidth wide). d = 1 (m would be 2^32) takes m = 0 and adds a
+// itself through a mask; larger a_max d fall back to the plain division.
 struct FastDiv {
   unsigned m = 0;
+  unsigned id = 0xffffffffu;  // d = 1: all ones (a / 1 = mulhi(a, 0) + a), else 0
   int d = 1;
-  int how = 0;  // 0: a itself (d = 1), 1: multiply-high, 2: a / d
+  int slow = 0;  // a_max d > 2^32: a / d
   FastDiv() = default;
   __device__ FastDiv(int d_, long long a_max)
       : m(d_ > 1 ? 0xffffffffu / unsigned(d_) + 1u : 0u),
+        id(d_ == 1 ? 0xffffffffu : 0u),
         d(d_),
-        how(d_ == 1 ? 0 : (a_max * d_ <= (1ll << 32) ? 1 : 2)) {}
-  __device__ int div(int a) const { return how == 1 ? int(__umulhi(unsigned(a), m)) : (how == 0 ? a : a / d); }
+        slow(d_ > 1 && a_max * d_ > (1ll << 32)) {}
+  // (d = 1 through the mask: one branch fewer per division)
+  __device__ int div(int a) const { return slow ? a / d : int(__umulhi(unsigned(a), m) + (unsigned(a) & id)); }
 };
 
 // One chunk of the segment path (pass_seg): first pair, positions per job, pairs,
@@ -823,11 +827,17 @@ struct Ctx {
     const int n0 = min(nx - q0, nr);  // pairs of the first job
     const int ncols = nr + 2 * (by_nx.div(p0 + nr - 1) - j0 + 1);
     const int total = 3 * ncols * pieces;
-    const FastDiv by_pieces(pieces, total);
+    const FastDiv by_pieces(pieces, total);  // (unused, and not computed, when pieces is a power of 2)
+    const bool pieces_pow2 = (pieces & (pieces - 1)) == 0;  // (always for 32 channels: 4 or 2)
+    const int pieces_log2 = 31 - __clz(pieces);
     const int x_first = xb + q0 - (is_h ? 2 : 1);  // lattice column of column 0
-#pragma unroll 1
+    // the register-B instance: two pieces at a time, so that their dependent index
+    // chains overlap (8 warps a CTA hide little latency); the 512-thread kernels have no
+    // registers for it
+    constexpr int kUnroll = kBRegs ? 2 : 1;
+#pragma unroll kUnroll
     for (int e = threadIdx.x; e < total; e += nthreads) {
-      const int rest = by_pieces.div(e), pc = e - rest * pieces;
+      const int rest = pieces_pow2 ? e >> pieces_log2 : by_pieces.div(e), pc = e - rest * pieces;
       const int part = pc >= ppp ? 1 : 0, c = (pc - part * ppp) * pu * VE;
       const int dy = (rest >= ncols) + (rest >= 2 * ncols), sc = rest - dy * ncols;  // rest < 3 ncols
       int jj = 0, xx = x_first + sc;
@@ -1044,7 +1054,15 @@ struct Ctx {
         const int q = e & 3, jx = e >> 2, j = jx / nxc, xi = jx - j * nxc;
         const T* hl = h_at(mems[j], L - 1, y, xc + xi);
         T z = w.bo[q];
-        for (int c = 0; c < C; ++c) z += w.wo[c * 4 + q] * hl[c];
+        if (C % 4 == 0) {  // 16-byte loads of h (plain loads: the ring is written by this kernel)
+          for (int c = 0; c < C; c += 4) {
+            const Vec4<T> hv = load4_sh(hl + c);  // (a generic load: global here)
+#pragma unroll
+            for (int u = 0; u < 4; ++u) z += w.wo[(c + u) * 4 + q] * hv.v[u];
+          }
+        } else {
+          for (int c = 0; c < C; ++c) z += w.wo[c * 4 + q] * hl[c];
+        }
         raw[(j * kOutChunk + xi) * 4 + q] = z;
       }
       __syncthreads();
