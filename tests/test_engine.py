@@ -409,29 +409,6 @@ def test_tensor_core_math(device, monkeypatch, math_mode, tol):
     assert rel < 1e-5, rel
 
 
-@pytest.mark.parametrize("switch,value", [("NAQS_PIXELCNN_BARRIERS", "2")], ids=["two-barriers"])
-def test_tf32_kernel_switches_exact(device, monkeypatch, switch, value):
-    """Switches of the TF32 local energies' kernel (256 threads, 32 channels, B fragments
-    in registers) that reorder copies and barriers but not arithmetic give the same bits,
-    on lattices and flips (single and pairs) whose light cones skip passes and whose
-    chunks hold several jobs."""
-    if device.type != "cuda":
-        pytest.skip("a switch of the CUDA kernel")
-    monkeypatch.setenv("NAQS_PIXELCNN_MATH", "tf32")
-    for lx, ly, blocks, seed in [(9, 6, 3, 5), (7, 8, 5, 6), (12, 5, 2, 7)]:
-        model = _model(lx, ly, blocks, 32, torch.float32, device, None, scale=0.3, seed=seed)
-        n = model.n_sites
-        spins, _ = model.sample_reference(24, uniforms=_uniforms(24, n, device, seed=seed))
-        flips, counts = _mixed_flips(24, n, device, torch.Generator().manual_seed(seed))
-        monkeypatch.delenv(switch, raising=False)
-        base = ops.connected_log_psi(model, spins, flips, counts)
-        monkeypatch.setenv(switch, value)
-        other = ops.connected_log_psi(model, spins, flips, counts)
-        assert torch.equal(torch.view_as_real(base), torch.view_as_real(other)), (lx, ly, blocks)
-        ref = connected_log_psi_reference(model, spins, flips, counts)
-        _assert_connected_close(other, ref, 1e-1)
-
-
 def test_engine_math_switch(monkeypatch):
     """ops.use_engine_math sets the CUDA products' arithmetic for a block of code and
     restores the previous setting; unknown modes are refused by it and by VMCConfig."""

@@ -202,7 +202,6 @@ struct Ctx {
   int tile, rows, S, WS, pipeline, math;
   int nthreads;  // blockDim.x (the kernel's template value: a compile-time constant)
   int prefetch;  // kSample: single-position passes start the next block's windows early
-  int two_barriers;  // segment passes of the register-B instance: 2 barriers a chunk, not 3
   int red_swz;     // column mask of red's swizzle (C4 - 1 for a power-of-two C4, else 0)
   int ncol;        // segment path: columns of one segment buffer (0: path off), see pass_seg
   int seg_min_nx;  // segment path: only for passes of at least this many positions per job
@@ -831,11 +830,7 @@ struct Ctx {
     const bool pieces_pow2 = (pieces & (pieces - 1)) == 0;  // (always for 32 channels: 4 or 2)
     const int pieces_log2 = 31 - __clz(pieces);
     const int x_first = xb + q0 - (is_h ? 2 : 1);  // lattice column of column 0
-    // the register-B instance: two pieces at a time, so that their dependent index
-    // chains overlap (8 warps a CTA hide little latency); the 512-thread kernels have no
-    // registers for it
-    constexpr int kUnroll = kBRegs ? 2 : 1;
-#pragma unroll kUnroll
+#pragma unroll 1
     for (int e = threadIdx.x; e < total; e += nthreads) {
       const int rest = pieces_pow2 ? e >> pieces_log2 : by_pieces.div(e), pc = e - rest * pieces;
       const int part = pc >= ppp ? 1 : 0, c = (pc - part * ppp) * pu * VE;
@@ -910,16 +905,11 @@ struct Ctx {
     gather_seg(is_h, xb, nx, by_nx, by_nx2, 0, nr, xs, RS);
     unsigned breg[kSteps][4][2];  // kBRegs: this warp's B fragments for the pass
     cp_async_commit();  // with the weights (this pass's, or the ones the previous pass started)
-    // two_barriers (kBRegs): the next chunk's copies are issued after the barrier that
-    // follows this chunk's wait, which then also separates the previous chunk's
-    // finishing phase (reads of red and of the other buffer) from this chunk's product
-    // and copies: two barriers a chunk instead of three.
-    const bool merged = kBRegs && two_barriers;
     for (int c = 0;; ++c) {
       const T* cur = xs + (c & 1) * BS;
       const int pn = p0 + nr;
       const int nrn = pn < npairs ? seg_chunk(pn, npairs, nx, by_nx) : 0;
-      if (nrn > 0 && !merged) {
+      if (nrn > 0) {
         gather_seg(is_h, xb, nx, by_nx, by_nx2, pn, nrn, xs + ((c + 1) & 1) * BS, RS);
         cp_async_commit();
         cp_async_wait_1();  // everything but the copies just issued
@@ -927,10 +917,6 @@ struct Ctx {
         cp_async_wait_all();
       }
       __syncthreads();
-      if (merged && nrn > 0) {
-        gather_seg(is_h, xb, nx, by_nx, by_nx2, pn, nrn, xs + ((c + 1) & 1) * BS, RS);
-        cp_async_commit();
-      }
       if (kMath == kTF32 && c == 0 && math == kTF32) {  // the weights have landed
         if constexpr (kBRegs) {
           load_b_regs(is_h, breg);  // rounded on the way
@@ -993,7 +979,7 @@ struct Ctx {
         for (int q = 0; q < 4; ++q) z[q] += res.v[q];
         store4_sh(orow[j] + x * C + o, z);
       }
-      if (!merged || nrn == 0) __syncthreads();  // (the last: the next pass rewrites the tables)
+      __syncthreads();
       tick(2, t0);
       if (prof && threadIdx.x == 0) prof[5] += 1;
       if (nrn == 0) break;
@@ -1086,7 +1072,6 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
                                                         WalkArgs<T> a,     // inputs/outputs of the mode
                                                         int tile, int rows, int xs_stride, int w_shared,
                                                         int pipeline, int segments, int prefetch,
-                                                        int two_barriers,  // see pass_seg
                                                         T* __restrict__ ring,         // [grid][tile][2][L][3][Lx][C]
                                                         int8_t* __restrict__ confs,   // [grid][tile][N]
                                                         long long* __restrict__ prof)  // [grid][8] or null
@@ -1108,7 +1093,6 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   cx.nthreads = kThr;
   cx.prefetch = prefetch && w_shared && !pipeline && tile <= rows;
   cx.pipeline = pipeline;
-  cx.two_barriers = two_barriers;
   cx.WS = d.c4 + 8;  // padded: conflict-free B fragments of the MMA path
   // tensor-core products need the weights in shared memory and 8 | C <= 32
   cx.math = (sizeof(T) == 4 && w_shared && C % 8 == 0 && C <= 32) ? kMath : int(kFFMA);
@@ -1470,16 +1454,11 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   // windows (A/B of pass()'s prefetch).
   const char* pf_env = std::getenv("NAQS_PIXELCNN_PREFETCH");
   const int prefetch = pf_env && pf_env[0] == '0' ? 0 : 1;
-  // NAQS_PIXELCNN_BARRIERS=2: the TF32 local energies' segment passes (256 threads, 32
-  // channels) with two barriers a chunk instead of three (A/B; the same arithmetic).
-  const char* bar_env = std::getenv("NAQS_PIXELCNN_BARRIERS");
-  const int two_barriers = bar_env && bar_env[0] == '2' ? 1 : 0;
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
   const auto kernel = kernel_for<T>(p.threads, d.channels, math);
   if (!(env && env[0] == '1')) {
     kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared,
-                                                          pipeline, segments, prefetch, two_barriers, ring, confs,
-                                                          nullptr);
+                                                          pipeline, segments, prefetch, ring, confs, nullptr);
     return cudaGetLastError();
   }
   // Diagnostics: per-CTA clock64 counters of thread 0 (time in each phase, barrier
@@ -1489,7 +1468,7 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   if (err != cudaSuccess) return err;
   cudaMemsetAsync(prof, 0, sizeof(long long) * 8 * p.grid, stream);
   kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared, pipeline,
-                                                segments, prefetch, two_barriers, ring, confs, prof);
+                                                segments, prefetch, ring, confs, prof);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   std::vector<long long> h(size_t(8) * p.grid);
   if ((err = cudaMemcpyAsync(h.data(), prof, h.size() * sizeof(long long), cudaMemcpyDeviceToHost, stream)) !=
