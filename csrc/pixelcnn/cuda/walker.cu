@@ -1366,10 +1366,11 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   const char* thr_env = std::getenv("NAQS_PIXELCNN_THREADS");
   p.math = math_mode();
   p.threads = sizeof(T) == 4 ? 512 : 256;
-  // TF32 local energies of 32-channel networks: 256 threads, whose instance has the
-  // registers to load the MMA operands one k-step ahead (E_loc 734 vs 778 ms at
-  // 21x21/20, run 24; the sampler stays at 512: 104 vs 128 ms).
-  if (sizeof(T) == 4 && p.math == kTF32 && mode == kConnected && specialized(d.channels)) p.threads = 256;
+  // TF32 row walks (local energies and their forward walk, log psi) of 32-channel
+  // networks: 256 threads, the register-B instance (E_loc 734 vs 778 ms at 21x21/20
+  // already in run 24, before its product was rewritten; the sampler's site walk stays
+  // at 512: 104 vs 128 ms).
+  if (sizeof(T) == 4 && p.math == kTF32 && mode != kSample && specialized(d.channels)) p.threads = 256;
   if (thr_env && std::string(thr_env) == "256") p.threads = 256;
   if (thr_env && std::string(thr_env) == "512") p.threads = 512;
   const char* env = std::getenv("NAQS_PIXELCNN_WEIGHTS_SMEM");
