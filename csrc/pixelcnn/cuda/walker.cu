@@ -1074,6 +1074,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
                                                         int pipeline, int segments, int prefetch,
                                                         T* __restrict__ ring,         // [grid][tile][2][L][3][Lx][C]
                                                         int8_t* __restrict__ confs,   // [grid][tile][N]
+                                                        unsigned long long* __restrict__ tiles_taken,  // zeroed
                                                         long long* __restrict__ prof)  // [grid][8] or null
 {
   const long long t_begin = clock64();
@@ -1138,7 +1139,12 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   // The product reads whole 4-k groups of xs rows: keep the padding finite (zeros).
   for (int e = threadIdx.x; e < rows * xs_stride; e += blockDim.x) cx.xs[e] = T(0);
 
-  for (int64_t t = blockIdx.x; t < n_tiles; t += gridDim.x) {
+  // Tiles: CTA b takes tile b first, then the next one not yet taken (an atomic counter,
+  // in index order). The local-energy jobs are sorted by their first flip, so tiles get
+  // cheaper along the index (fewer rows to walk); a fixed stride (b, b + grid, ...)
+  // left the CTAs of low b with the most work at the end.
+  __shared__ long long next_tile;
+  for (int64_t t = blockIdx.x; t < n_tiles;) {
     // ---- tile setup: one thread per job
     if (threadIdx.x < tile) {
       const int j = threadIdx.x;
@@ -1292,6 +1298,13 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
       }
     }
     __syncthreads();
+    if (!tiles_taken) {  // NAQS_PIXELCNN_DYNAMIC=0: the fixed stride
+      t += gridDim.x;
+      continue;
+    }
+    if (threadIdx.x == 0) next_tile = int64_t(gridDim.x) + int64_t(atomicAdd(tiles_taken, 1ull));
+    __syncthreads();
+    t = next_tile;
   }
   if (cx.prof && threadIdx.x == 0) cx.prof[4] += clock64() - t_begin;
 }
@@ -1387,7 +1400,8 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   bool found = false;
   for (int ws = allow_ws ? 1 : 0; ws >= 0 && !found; --ws) {
     for (int rows = kMaxRows; rows >= 4 && !found; rows /= 2) {
-      if (smem_bytes(d, rows, rows, sizeof(T), sizeof(Member<T>), ws != 0, p.threads, b_regs) <= size_t(optin)) {
+      // (optin - 16: the kernel's static shared memory, next_tile)
+      if (smem_bytes(d, rows, rows, sizeof(T), sizeof(Member<T>), ws != 0, p.threads, b_regs) <= size_t(optin) - 16) {
         p.w_shared = ws;
         p.rows = rows;
         found = true;
@@ -1429,7 +1443,7 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   p.grid = int(grid < 1 ? 1 : grid);
   const size_t ring = size_t(2) * d.blocks * 3 * d.lx * d.channels * sizeof(T);
   const size_t conf = (size_t(d.n_sites) + 15) & ~size_t(15);
-  p.scratch_bytes = size_t(p.grid) * p.tile * (ring + conf) + 256;
+  p.scratch_bytes = size_t(p.grid) * p.tile * (ring + conf) + 768;  // alignment, then the tile counter (walk)
   *out = p;
   return cudaSuccess;
 }
@@ -1441,6 +1455,15 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   const size_t ring_bytes = size_t(p.grid) * p.tile * size_t(2) * d.blocks * 3 * d.lx * d.channels * sizeof(T);
   T* ring = reinterpret_cast<T*>(scratch);
   int8_t* confs = reinterpret_cast<int8_t*>(scratch) + ((ring_bytes + 255) & ~size_t(255));
+  // the kernel's tile counter, 256-aligned in the last 512 bytes of the scratch (past the
+  // confs: scratch_bytes - 511 > ring + 255 + confs)
+  auto* tiles_taken =
+      reinterpret_cast<unsigned long long*>(static_cast<unsigned char*>(scratch) + ((p.scratch_bytes - 256) & ~size_t(255)));
+  cudaError_t err = cudaMemsetAsync(tiles_taken, 0, sizeof(unsigned long long), stream);
+  if (err != cudaSuccess) return err;
+  // NAQS_PIXELCNN_DYNAMIC=0: CTA b walks tiles b, b + grid, ... (A/B of the counter)
+  const char* dyn_env = std::getenv("NAQS_PIXELCNN_DYNAMIC");
+  if (dyn_env && dyn_env[0] == '0') tiles_taken = nullptr;
   // NAQS_PIXELCNN_PIPELINE=1: copy the next chunk's windows during a product (two
   // half-size chunk buffers); measured slower on an H100 (docs/engine.md), so off.
   const char* pipe_env = std::getenv("NAQS_PIXELCNN_PIPELINE");
@@ -1459,17 +1482,17 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   const auto kernel = kernel_for<T>(p.threads, d.channels, math);
   if (!(env && env[0] == '1')) {
     kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared,
-                                                          pipeline, segments, prefetch, ring, confs, nullptr);
+                                                          pipeline, segments, prefetch, ring, confs, tiles_taken, nullptr);
     return cudaGetLastError();
   }
   // Diagnostics: per-CTA clock64 counters of thread 0 (time in each phase, barrier
   // waits included), printed to stderr as fractions of the kernel's cycles.
   long long* prof = nullptr;
-  cudaError_t err = cudaMalloc(&prof, sizeof(long long) * 8 * p.grid);
+  err = cudaMalloc(&prof, sizeof(long long) * 8 * p.grid);
   if (err != cudaSuccess) return err;
   cudaMemsetAsync(prof, 0, sizeof(long long) * 8 * p.grid, stream);
   kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared, pipeline,
-                                                segments, prefetch, ring, confs, prof);
+                                                segments, prefetch, ring, confs, tiles_taken, prof);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   std::vector<long long> h(size_t(8) * p.grid);
   if ((err = cudaMemcpyAsync(h.data(), prof, h.size() * sizeof(long long), cudaMemcpyDeviceToHost, stream)) !=
