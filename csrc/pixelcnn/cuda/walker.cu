@@ -89,7 +89,6 @@ __host__ __device__ inline int red_elems(int threads, int rows, int c4, bool b_r
   return a > b ? a : b;
 }
 
-
 // a / d for 0 <= a <= a_max by one multiply-high: with m = ceil(2^32 / d) = (2^32 + e) / d,
 // e < d, a m / 2^32 = a / d + a e / (d 2^32), and the excess stays below 1 / d (the
 // smallest distance of a / d to the next integer) when a_max d <= 2^32. Integer
@@ -1378,8 +1377,9 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   p.threads = sizeof(T) == 4 ? 512 : 256;
   // TF32 row walks (local energies and their forward walk, log psi) of 32-channel
   // networks: 256 threads, the register-B instance (E_loc 734 vs 778 ms at 21x21/20
-  // already in run 24, before its product was rewritten; the sampler's site walk stays
-  // at 512: 104 vs 128 ms).
+  // already in run 24, before its product was rewritten; the forward walk 4.83 vs 7.06
+  // Mcycles a CTA at 12x12/10/1000, run 38; the sampler's site walk stays at 512: 108
+  // vs 115 ms at 21x21/20/4096, run 40).
   if (sizeof(T) == 4 && p.math == kTF32 && mode != kSample && specialized(d.channels)) p.threads = 256;
   if (thr_env && std::string(thr_env) == "256") p.threads = 256;
   if (thr_env && std::string(thr_env) == "512") p.threads = 512;
