@@ -205,10 +205,12 @@ def vmc_step(model, ham, batch, use_kernel, opt, phases=None):
     """One VMC step; ``phases`` (a dict) collects the CUDA events between its parts."""
     mark = (lambda key: phases.setdefault(key, _event())) if phases is not None else (lambda key: None)
     mark("start")
-    spins, log_psi = exact_sample(model, batch, use_kernel=use_kernel)
+    # (as naqs.vmc does: the kernel path's sampling walk keeps its activations for the
+    # local energy)
+    spins, log_psi, cache = exact_sample(model, batch, use_kernel=use_kernel, return_cache=True)
     mark("sampled")
     e_loc = local_energy(model, ham, spins, log_psi=log_psi if use_kernel else None,
-                         memory_budget=1 << 40 if use_kernel else 1 << 30, use_kernel=use_kernel)
+                         memory_budget=1 << 40 if use_kernel else 1 << 30, use_kernel=use_kernel, cache=cache)
     mark("energies")
     # the gradient as the VMC driver takes it (naqs.vmc): the PyTorch forward and backward
     # of the batch on both paths (on the GPU cheaper than the kernel's log psi, whose

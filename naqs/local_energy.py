@@ -52,9 +52,13 @@ def local_energy(
     log_psi: torch.Tensor | None = None,
     memory_budget: int = 1 << 30,
     use_kernel: bool = True,
+    cache=None,
 ) -> torch.Tensor:
     """``E_loc`` as complex128 ``[B]``. ``log_psi`` of the samples may be passed when
-    the sampler already computed it."""
+    the sampler already computed it, and ``cache``, the sampler's activations of these
+    spins (``exact_sample(..., return_cache=True)``), when the kernel path runs: then
+    the connected walks need no forward walk of the samples (ignored on the reference
+    path)."""
     spins = check_spins(spins, hamiltonian.n_sites)
     if memory_budget <= 0:
         raise ValueError(f"memory_budget must be positive, got {memory_budget}")
@@ -77,7 +81,8 @@ def local_energy(
         chunk = spins[start : start + rows]
         conn = hamiltonian.connections(chunk)
         if kernel is not None:
-            connected = ops.connected_log_psi(model, chunk, conn.flips, conn.counts, memory_budget=memory_budget)
+            connected = ops.connected_log_psi(model, chunk, conn.flips, conn.counts, memory_budget=memory_budget,
+                                              cache=cache)
         else:
             connected = connected_log_psi_reference(model, chunk, conn.flips, conn.counts)
         ratio = torch.exp(connected.to(torch.complex128) - log_psi[start : start + rows, None].to(torch.complex128))

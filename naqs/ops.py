@@ -8,6 +8,7 @@ once: a user never gets a wrong answer from a missing build, only a slower one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import warnings
 
@@ -173,19 +174,58 @@ def pixelcnn_sample_path(model) -> str | None:
     return _kernel_path(model, "pixelcnn_sample")
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class ActivationCache:
+    """Every activation of a batch of samples (``store_h``, ``store_v``: ``[B, L, Ly,
+    Lx, C]``, the model dtype) and the float64 prefix sums of their log-conditionals
+    (``prefix``: ``[B, N + 1, 2]``), as the sampling walk computed them: what the
+    connected walks of the local energy read, so that they need no forward walk of their
+    own. Valid for these ``spins`` and the weights they were drawn with only."""
+
+    spins: torch.Tensor
+    store_h: torch.Tensor
+    store_v: torch.Tensor
+    prefix: torch.Tensor
+
+    @staticmethod
+    def nbytes_for(model, batch: int) -> int:
+        """Bytes a cache of ``batch`` samples of this PixelCNN takes."""
+        elem = torch.finfo(model.out_weight.dtype).bits // 8
+        return batch * (2 * model.n_blocks * model.n_sites * model.channels * elem + (model.n_sites + 1) * 16)
+
+
 @torch.no_grad()
-def pixelcnn_sample(model, uniforms: torch.Tensor):
+def pixelcnn_sample(model, uniforms: torch.Tensor, keep_activations: bool = False):
     """Row-cached exact sampling of a PixelCNN: ``(spins int8 [B, N], log_psi
     complex128 [B])`` without the model's sign rule (the caller adds it). Site i is +1
     iff ``uniforms[b, i] < |psi_i(+1)|^2`` computed in the model dtype, as
-    ``PixelCNN.sample_reference`` does, so both return the same samples."""
+    ``PixelCNN.sample_reference`` does, so both return the same samples.
+    ``keep_activations``: a third value, the walk's ``ActivationCache`` (for
+    ``connected_log_psi`` / ``local_energy`` of the same spins)."""
     base, symmetric = _pixelcnn_base(model)
     if base is None or symmetric:
         raise TypeError(f"pixelcnn_sample samples a PixelCNN, got {type(model).__name__}")
     dev = base.out_weight.device
     u = uniforms.to(device=dev, dtype=torch.float64).contiguous()
-    spins, log_psi = _C.pixelcnn_sample(_packed_weights(base), base.lx, base.ly, base.magnetization, u)
-    return spins, torch.view_as_complex(log_psi)
+    out = _C.pixelcnn_sample(_packed_weights(base), base.lx, base.ly, base.magnetization, u, bool(keep_activations))
+    spins, log_psi = out[0], torch.view_as_complex(out[1])
+    if not keep_activations:
+        return spins, log_psi
+    return spins, log_psi, ActivationCache(spins, out[2], out[3], out[4])
+
+
+def can_keep_activations(model, batch: int, memory_budget: int | None = None) -> bool:
+    """Whether ``pixelcnn_sample(..., keep_activations=True)`` applies: a plain PixelCNN
+    (a SymmetricModel's connected walks run on transformed samples), not the legacy CUDA
+    kernel, and a cache within the memory budget (the local energy's default)."""
+    base, symmetric = _pixelcnn_base(model)
+    if base is None or symmetric or _pixelcnn_kernel(base)[0] is None:
+        return False
+    dev = base.out_weight.device
+    if dev.type == "cuda" and os.environ.get("NAQS_PIXELCNN_CUDA_KERNEL") == "legacy":
+        return False
+    budget = int(memory_budget) if memory_budget is not None else _default_budget(dev)
+    return ActivationCache.nbytes_for(base, batch) <= budget
 
 
 def _sign_count(base, spins: torch.Tensor) -> torch.Tensor:
@@ -274,10 +314,11 @@ def _default_budget(device: torch.device) -> int:
 
 
 @torch.no_grad()
-def _base_connected(base, spins, flips, counts, memory_budget):
+def _base_connected(base, spins, flips, counts, memory_budget, cache=None):
+    kept = {} if cache is None else {"store_h": cache.store_h, "store_v": cache.store_v, "prefix": cache.prefix}
     out = torch.view_as_complex(
         _C.pixelcnn_connected(
-            _packed_weights(base), base.lx, base.ly, base.magnetization, spins, flips, counts, memory_budget
+            _packed_weights(base), base.lx, base.ly, base.magnetization, spins, flips, counts, memory_budget, **kept
         )
     )
     if base.sign_rule is not None:
@@ -296,13 +337,16 @@ def _base_connected(base, spins, flips, counts, memory_budget):
 
 
 @torch.no_grad()
-def connected_log_psi(model, spins, flips, counts, memory_budget: int | None = None):
+def connected_log_psi(model, spins, flips, counts, memory_budget: int | None = None,
+                      cache: ActivationCache | None = None):
     """``log psi`` of every connected configuration, complex128 ``[B, M]`` (padding
     rows 0): equals ``naqs.local_energy.connected_log_psi_reference``. Each value is
     ``P_k(s) + sum_{i>=k} log psi_i(s'_i)`` with k the first flipped site and P_k the
     sample's own float64 prefix, so ``log psi(s') - log psi(s)`` comes from the
     differing suffix only. A SymmetricModel evaluates each transformation T on T s with
-    the flips mapped through the permutation, then combines with eqs. B1-B2."""
+    the flips mapped through the permutation, then combines with eqs. B1-B2.
+    ``cache``: the sampler's activations of these spins (``pixelcnn_sample(...,
+    keep_activations=True)``, plain PixelCNN only): no forward walk."""
     base, symmetric = _pixelcnn_base(model)
     if base is None:
         raise TypeError(f"connected_log_psi needs a PixelCNN or SymmetricModel of one, got {type(model).__name__}")
@@ -311,8 +355,13 @@ def connected_log_psi(model, spins, flips, counts, memory_budget: int | None = N
     flips = flips.to(device=dev, dtype=torch.int64).contiguous()
     counts = counts.to(device=dev, dtype=torch.int64).contiguous()
     budget = int(memory_budget) if memory_budget is not None else _default_budget(dev)
+    if cache is not None:
+        if symmetric:
+            raise ValueError("an ActivationCache holds a plain PixelCNN's activations; a SymmetricModel has none")
+        if cache.spins.shape != spins.shape or not torch.equal(cache.spins, spins):
+            raise ValueError("the ActivationCache was made for other spins than these")
     if not symmetric:
-        return _base_connected(base, spins, flips, counts, budget)
+        return _base_connected(base, spins, flips, counts, budget, cache)
     values = []
     for g in range(model.n_transforms):
         images = _image(model, spins, g)

@@ -46,9 +46,13 @@ def exact_sample(
     uniforms: torch.Tensor | None = None,
     transforms: torch.Tensor | None = None,
     use_kernel: bool = True,
+    return_cache: bool = False,
 ):
     """Exact i.i.d. samples ``(spins int8 [n, N], log_psi complex [n])`` of a PixelCNN or
-    a SymmetricModel around one."""
+    a SymmetricModel around one. ``return_cache``: a third value, the sampling walk's
+    activations (``ops.ActivationCache``) for ``local_energy(..., cache=)`` of these
+    spins, or None where the kernel does not keep them (reference path, SymmetricModel,
+    a cache over the memory budget)."""
     if n_samples < 0:
         raise ValueError(f"n_samples must be >= 0, got {n_samples}")
     symmetric = isinstance(model, SymmetricModel)
@@ -63,8 +67,12 @@ def exact_sample(
 
     uniforms = _draw_uniforms(n_samples, base.n_sites, generator, uniforms, dev)
     path = ops.pixelcnn_sample_path(base) if use_kernel else None
+    cache = None
     if path is not None:
-        spins, base_log_psi = ops.pixelcnn_sample(base, uniforms)
+        if return_cache and not symmetric and ops.can_keep_activations(base, n_samples):
+            spins, base_log_psi, cache = ops.pixelcnn_sample(base, uniforms, keep_activations=True)
+        else:
+            spins, base_log_psi = ops.pixelcnn_sample(base, uniforms)
         _last_path["exact"] = path
     else:
         spins, base_log_psi = base.sample_reference(n_samples, uniforms=uniforms)
@@ -73,14 +81,13 @@ def exact_sample(
         if base.sign_rule is not None and path is not None:
             count = ((spins > 0).to(base.sign_rule.dtype) * base.sign_rule).sum(1)
             base_log_psi = base_log_psi + 1j * math.pi * count.to(base_log_psi.real.dtype)
-        return spins, base_log_psi
+        return (spins, base_log_psi, cache) if return_cache else (spins, base_log_psi)
     transforms = torch.as_tensor(transforms, dtype=torch.int64, device=dev)
     if transforms.shape != (n_samples,) or (transforms < 0).any() or (transforms >= model.n_transforms).any():
         raise ValueError(f"transforms must be {n_samples} indices in [0, {model.n_transforms})")
     spins = model.untransform(spins, transforms)
-    if path is not None:
-        return spins, ops.pixelcnn_log_psi_kernel(model, spins)
-    return spins, model.log_psi(spins)
+    log_psi = ops.pixelcnn_log_psi_kernel(model, spins) if path is not None else model.log_psi(spins)
+    return (spins, log_psi, None) if return_cache else (spins, log_psi)
 
 
 # ---------------------------------------------------------------------- Metropolis

@@ -295,6 +295,7 @@ class VMC:
         self.optimizer = None
         self.optimizer_stage = -1
         self.chains = None  # this rank's Metropolis chain states, carried across steps
+        self._activations = None  # the last exact draw's activations (ops.ActivationCache)
         self.exact_energy = None
         self.sample_path = "none"
         self.energy_path = "none"
@@ -345,9 +346,14 @@ class VMC:
         """``batch`` samples of THIS rank (the caller splits the global batch)."""
         cfg = self.config
         if cfg.sampler == "exact":
-            spins, log_psi = sampling.exact_sample(self.model, batch, generator=self.generator)
+            # the sampling walk keeps its activations where it can: the local energy of
+            # these samples then needs no forward walk of its own
+            spins, log_psi, self._activations = sampling.exact_sample(
+                self.model, batch, generator=self.generator, return_cache=True
+            )
             self.sample_path = sampling.last_sampler_path()
             return spins, log_psi, float("nan")
+        self._activations = None
         n = self.lattice.n_sites
         magnetization = getattr(self.model, "magnetization", None)
         move = "exchange" if magnetization is not None else "flip"
@@ -369,6 +375,12 @@ class VMC:
         self.sample_path = "metropolis"
         return result.samples, result.log_psi, result.acceptance
 
+    def _take_activations(self):
+        """The last exact draw's activations, once (the local energy of that draw uses
+        them; holding them longer would keep their memory)."""
+        cache, self._activations = self._activations, None
+        return cache
+
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict:
         if self.dist is not None:
@@ -380,7 +392,8 @@ class VMC:
         with ops.use_engine_math(self.config.engine_math):
             spins, log_psi, acceptance = self.draw(stage.batch)
             with torch.no_grad():
-                eloc = local_energy(self.model, self.hamiltonian, spins, log_psi=log_psi)
+                eloc = local_energy(self.model, self.hamiltonian, spins, log_psi=log_psi,
+                                    cache=self._take_activations())
         self.energy_path = last_local_energy_path()
         log_psi_grad = self.model.log_psi(spins)
         loss = vmc_loss(eloc, log_psi_grad)
@@ -433,7 +446,8 @@ class VMC:
                 with ops.use_engine_math(self.config.engine_math):
                     spins, log_psi, acceptance = self.draw(local_batch)
                     with torch.no_grad():
-                        eloc = local_energy(self.model, self.hamiltonian, spins, log_psi=log_psi)
+                        eloc = local_energy(self.model, self.hamiltonian, spins, log_psi=log_psi,
+                                            cache=self._take_activations())
                 self.energy_path = last_local_energy_path()
                 sums = dist_utils.local_sums(eloc, spins, self._shift, acceptance)
             except Exception as err:
@@ -571,7 +585,8 @@ class VMC:
             n = min(chunk, batch - start)
             with ops.use_engine_math("ffma"):
                 spins, log_psi, _ = self.draw(n)
-                eloc_list.append(local_energy(self.model, self.hamiltonian, spins, log_psi=log_psi))
+                eloc_list.append(local_energy(self.model, self.hamiltonian, spins, log_psi=log_psi,
+                                              cache=self._take_activations()))
             spins_list.append(spins)
         if not spins_list:  # a rank with no share of a tiny evaluation batch
             dev = self.config.device

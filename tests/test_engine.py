@@ -464,6 +464,71 @@ def test_symmetric_model(device, spin_flip):
         torch.testing.assert_close(e1, e2, atol=1e-9, rtol=1e-9)
 
 
+# (lx, ly, blocks, channels, magnetization)
+CACHE_SHAPES = [(1, 5, 2, 3, None), (5, 1, 2, 4, None), (4, 3, 2, 8, 2), (5, 4, 3, 32, None)]
+
+
+@pytest.mark.parametrize("shape", CACHE_SHAPES, ids=lambda s: "{}x{}-L{}-C{}-M{}".format(*s))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_sampler_activations_feed_local_energy(device, shape, dtype):
+    """The sampling walk can keep every activation and the prefix sums of its samples
+    (exact_sample(return_cache=True)); the local energy of those samples then skips its
+    forward walk. Same samples and log psi as without; the same local energies: bit for
+    bit on the CPU (one walker computes both), to the summation order of the two CUDA
+    walks there (sampler: one site at a time; forward walk: whole rows)."""
+    lx, ly, blocks, channels, mag = shape
+    model = _model(lx, ly, blocks, channels, dtype, device, mag, scale=0.3)
+    n = model.n_sites
+    u = _uniforms(24, n, device)
+    spins, log_psi, cache = exact_sample(model, 24, uniforms=u, return_cache=True)
+    s0, lp0 = exact_sample(model, 24, uniforms=u)
+    assert isinstance(cache, ops.ActivationCache)
+    assert torch.equal(spins, s0) and torch.equal(log_psi, lp0)
+    blocks_shape = (24, blocks, ly, lx, channels)
+    assert cache.store_h.shape == blocks_shape and cache.prefix.shape == (24, n + 1, 2)
+    torch.testing.assert_close(torch.view_as_complex(cache.prefix[:, -1].contiguous()), log_psi, atol=1e-12, rtol=0)
+    lattice = square(lx, ly)
+    for ham in (TransverseFieldIsing(lattice, gamma=0.7), Heisenberg(lattice, j2=0.5)):
+        with_cache = local_energy(model, ham, spins, log_psi=log_psi, cache=cache)
+        without = local_energy(model, ham, spins, log_psi=log_psi)
+        if device.type == "cpu":
+            assert torch.equal(with_cache, without)
+        else:
+            tol = 1e-11 if dtype == torch.float64 else 1e-5
+            torch.testing.assert_close(with_cache, without, atol=tol, rtol=tol)
+        reference = local_energy(model, ham, spins, use_kernel=False)
+        tol = 1e-9 if dtype == torch.float64 else 1e-3
+        torch.testing.assert_close(with_cache, reference, atol=tol, rtol=tol)
+
+
+def test_activation_cache_misuse(device):
+    """A cache for other spins, or for a SymmetricModel, is refused with a clear error;
+    exact_sample of a SymmetricModel keeps none; the three storage tensors of the op go
+    together."""
+    model = _model(3, 3, 2, 4, torch.float64, device, None)
+    spins, log_psi, cache = exact_sample(model, 8, uniforms=_uniforms(8, 9, device), return_cache=True)
+    ham = TransverseFieldIsing(square(3, 3), gamma=1.0)
+    other = spins.clone()
+    other[0, 0] = -other[0, 0]
+    with pytest.raises(ValueError, match="other spins"):
+        local_energy(model, ham, other, cache=cache)
+    perms, fl = square(3, 3).symmetry_group()
+    symmetric = SymmetricModel(model, perms, fl).to(device)
+    s2, _, none = exact_sample(symmetric, 8, uniforms=_uniforms(8, 9, device), return_cache=True)
+    assert none is None
+    conn = ham.connections(s2)
+    with pytest.raises(ValueError, match="SymmetricModel"):
+        ops.connected_log_psi(symmetric, s2, conn.flips, conn.counts, cache=cache)
+    conn = ham.connections(spins)
+    with pytest.raises(ValueError, match="come together"):
+        ops._C.pixelcnn_connected(ops._packed_weights(model), 3, 3, None, spins, conn.flips, conn.counts,
+                                  1 << 30, store_h=cache.store_h)
+    with pytest.raises(ValueError, match="must have shape"):
+        ops._C.pixelcnn_connected(ops._packed_weights(model), 3, 3, None, spins[:4], conn.flips[:4],
+                                  conn.counts[:4], 1 << 30, store_h=cache.store_h, store_v=cache.store_v,
+                                  prefix=cache.prefix[:4])
+
+
 def test_gradcheck(device):
     model = _model(3, 2, 2, 3, torch.float64, device, 0, scale=0.5)
     spins, _ = model.sample_reference(5, uniforms=_uniforms(5, 6, device))

@@ -19,7 +19,11 @@ at::Tensor pixelcnn_connected(const std::vector<at::Tensor>& weights,  // packed
                               const at::Tensor& spins,   // [B, N] int8 +-1
                               const at::Tensor& flips,   // [B, M, 2] int64, (i, j) / (i, -1) / (-1, -1)
                               const at::Tensor& counts,  // [B] int64, valid rows first
-                              int64_t memory_budget)     // bytes of activation storage per chunk
+                              int64_t memory_budget,     // bytes of activation storage per chunk
+                              // the samples' storage from pixelcnn_sample(keep_activations) (all
+                              // three or none): no forward walk, the whole batch in one chunk
+                              const std::optional<at::Tensor>& store_h, const std::optional<at::Tensor>& store_v,
+                              const std::optional<at::Tensor>& prefix)
 {
   const Net net = make_net(weights, lx, ly, magnetization);
   check_spins(spins, net, "spins");
@@ -36,6 +40,26 @@ at::Tensor pixelcnn_connected(const std::vector<at::Tensor>& weights,  // packed
   check_same_device(flips, spins, "flips", "spins");
   check_same_device(counts, spins, "counts", "spins");
   NAQS_CHECK_VALUE(memory_budget > 0, "memory_budget must be positive, got ", memory_budget);
+  const bool kept = store_h.has_value() || store_v.has_value() || prefix.has_value();
+  if (kept) {
+    NAQS_CHECK_VALUE(store_h.has_value() && store_v.has_value() && prefix.has_value(),
+                     "store_h, store_v and prefix come together (pixelcnn_sample with keep_activations)");
+    const auto& dm = net.dims;
+    const std::vector<int64_t> act{batch, dm.blocks, dm.ly, dm.lx, dm.channels};
+    for (const auto* t : {&*store_h, &*store_v}) {
+      NAQS_CHECK_VALUE(t->sizes().vec() == act, "the kept activations must have shape ", at::IntArrayRef(act),
+                       " (these spins and weights), got ", shape_str(*t));
+      NAQS_CHECK_TYPE(t->scalar_type() == net.dtype, "the kept activations have dtype ", t->scalar_type(),
+                      " but the weights ", net.dtype);
+      check_same_device(*t, spins, "kept activations", "spins");
+      check_contiguous(*t, "kept activations");
+    }
+    NAQS_CHECK_VALUE(prefix->sizes().vec() == std::vector<int64_t>({batch, n + 1, 2}), "prefix must have shape [",
+                     batch, ", ", n + 1, ", 2], got ", shape_str(*prefix));
+    check_dtype(*prefix, at::kDouble, "prefix");
+    check_same_device(*prefix, spins, "prefix", "spins");
+    check_contiguous(*prefix, "prefix");
+  }
   const int64_t m_conn = flips.size(1);
   auto out = at::zeros({batch, m_conn, 2}, spins.options().dtype(at::kDouble));
   if (batch == 0 || m_conn == 0) return out;
@@ -52,7 +76,7 @@ at::Tensor pixelcnn_connected(const std::vector<at::Tensor>& weights,  // packed
 
   const int64_t elem = net.dtype == at::kFloat ? 4 : 8;
   const int64_t per_sample = 2 * int64_t(net.dims.blocks) * n * net.dims.channels * elem + (n + 1) * 16;
-  const int64_t chunk = std::max<int64_t>(1, memory_budget / per_sample);
+  const int64_t chunk = kept ? std::max<int64_t>(1, batch) : std::max<int64_t>(1, memory_budget / per_sample);
   // NAQS_PIXELCNN_CONE=0: walk everything from k on (the walk before the light cone;
   // A/B benchmarks and tests), read at each call.
   const char* cone_env = std::getenv("NAQS_PIXELCNN_CONE");
@@ -70,18 +94,25 @@ at::Tensor pixelcnn_connected(const std::vector<at::Tensor>& weights,  // packed
       auto k = k_all.narrow(0, b0, nb).index({vmask});  // [V]
       auto order = std::get<1>(k.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false));
       auto jobs = at::cat({idx.index_select(0, order), k.index_select(0, order).unsqueeze(1)}, 1).contiguous();
-      auto opts = spins.options().dtype(net.dtype);
-      auto store_h = at::empty({nb, net.dims.blocks, net.dims.ly, net.dims.lx, net.dims.channels}, opts);
-      auto store_v = at::empty_like(store_h);
-      auto prefix = at::empty({nb, n + 1, 2}, spins.options().dtype(at::kDouble));
+      at::Tensor sh, sv, pf;
+      if (kept) {  // the sampler's storage of these samples (one chunk)
+        sh = *store_h;
+        sv = *store_v;
+        pf = *prefix;
+      } else {
+        auto opts = spins.options().dtype(net.dtype);
+        sh = at::empty({nb, net.dims.blocks, net.dims.ly, net.dims.lx, net.dims.channels}, opts);
+        sv = at::empty_like(sh);
+        pf = at::empty({nb, n + 1, 2}, spins.options().dtype(at::kDouble));
+      }
       WalkArgs<T> f{};
       f.mode = kForward;
       f.n_jobs = nb;
       f.spins = sp.data_ptr<int8_t>();
-      f.store_h = store_h.data_ptr<T>();
-      f.store_v = store_v.data_ptr<T>();
-      f.prefix = prefix.data_ptr<double>();
-      run_walk<T>(net, f);
+      f.store_h = sh.data_ptr<T>();
+      f.store_v = sv.data_ptr<T>();
+      f.prefix = pf.data_ptr<double>();
+      if (!kept) run_walk<T>(net, f);
       WalkArgs<T> c = f;
       c.mode = kConnected;
       c.n_jobs = n_jobs;
@@ -126,7 +157,10 @@ void register_ops(pybind11::module_& m) {
   m.def("pixelcnn_connected", &pixelcnn_connected, pybind11::arg("weights"), pybind11::arg("lx"),
         pybind11::arg("ly"), pybind11::arg("magnetization"), pybind11::arg("spins"), pybind11::arg("flips"),
         pybind11::arg("counts"), pybind11::arg("memory_budget") = int64_t(1) << 30,
-        "log psi of every connected configuration, float64 [B,M,2] = (re, im) (padding rows 0), no sign rule.");
+        pybind11::arg("store_h") = pybind11::none(), pybind11::arg("store_v") = pybind11::none(),
+        pybind11::arg("prefix") = pybind11::none(),
+        "log psi of every connected configuration, float64 [B,M,2] = (re, im) (padding rows 0), no sign rule; "
+        "store_h, store_v, prefix: the samples' storage from pixelcnn_sample(keep_activations=True).");
 }
 
 }  // namespace

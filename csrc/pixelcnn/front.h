@@ -136,6 +136,9 @@ void run_walk(const Net& net, const WalkArgs<T>& args) {
   // NAQS_PIXELCNN_CUDA_KERNEL=legacy: the first kernel, for side-by-side benchmarks.
   const char* kernel_env = std::getenv("NAQS_PIXELCNN_CUDA_KERNEL");
   const bool legacy = kernel_env && std::string(kernel_env) == "legacy";
+  NAQS_CHECK_VALUE(!(legacy && args.mode == kSample && args.store_h),
+                   "the legacy CUDA kernel (NAQS_PIXELCNN_CUDA_KERNEL=legacy) does not keep the sampler's ",
+                   "activations: sample without keep_activations");
   NAQS_CHECK_VALUE(net.dims.lx <= cuda::kMaxWidth, "the CUDA walker takes lattices at most ", cuda::kMaxWidth,
                    " sites wide, got lx = ", net.dims.lx, " (the CPU kernel has no such limit)");
   cuda::Plan plan;

@@ -10,7 +10,8 @@
 //
 //   kSample      job = sample b, start 0: draw site i with uniform u[b, i]
 //                (+1 iff u < |psi_i(+1)|^2, computed in the model dtype like
-//                PixelCNN.sample_reference), return spins and log psi.
+//                PixelCNN.sample_reference), return spins and log psi; optionally
+//                keep the storage as kForward does (the local energy's input).
 //   kForward     job = sample b, start 0, spins given: log psi; optionally keep every
 //                activation (h_l, v_l at every site) plus raw outputs and the float64
 //                prefix sums P_i = sum_{j<i} log psi_j(s_j) ("storage").
@@ -71,7 +72,7 @@ struct WalkArgs {
   const int8_t* spins;  // [B, N]
   // kForward, kSample: log psi of the job, (re, im) pairs
   double* log_psi;  // [B, 2]
-  // kForward with storage (all null when not kept); read by kConnected
+  // kForward / kSample with storage (all null when not kept); read by kConnected
   T* store_h;         // [B][L][Ly][Lx][C]
   T* store_v;         // [B][L][Ly][Lx][C]
   double* prefix;     // [B][N + 1][2]: P_i = sum_{j<i} log psi_j(s_j)

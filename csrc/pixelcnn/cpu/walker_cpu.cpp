@@ -202,6 +202,13 @@ void run(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a) {
         std::memset(s, 0, N);
         wk.s = s;
         const double* u = a.uniforms + b * N;
+        double* P = a.prefix ? a.prefix + b * 2 * (N + 1) : nullptr;
+        if (a.store_h) {  // keep every activation, as kForward does
+          wk.h = a.store_h + b * per_job_act;
+          wk.v = a.store_v + b * per_job_act;
+          wk.R = d.ly;
+        }
+        if (P) P[0] = P[1] = 0.0;
         wk.walk(0, [&](int i, const T* raw) {
           bool ad, au;
           sector_allow(d.target_up, ups, N, i, ad, au);
@@ -210,6 +217,10 @@ void run(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a) {
           ups += up;
           re += log_abs_cond(double(raw[0]), double(raw[1]), ad, au, up);
           im += double(up ? raw[3] : raw[2]);
+          if (P) {
+            P[2 * (i + 1)] = re;
+            P[2 * (i + 1) + 1] = im;
+          }
         });
         a.log_psi[2 * b] = re;
         a.log_psi[2 * b + 1] = im;

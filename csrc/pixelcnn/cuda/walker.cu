@@ -1005,7 +1005,7 @@ struct Ctx {
       m.re += log_abs_cond(double(raw[0]), double(raw[1]), ad, au, up);
       m.im += double(up ? raw[3] : raw[2]);
     }
-    if (a.mode == kForward && a.prefix && m.valid) {
+    if (a.mode != kConnected && a.prefix && m.valid) {  // kForward, kSample with storage
       double* P = a.prefix + m.b * 2 * (N + 1);
       P[2 * (i + 1)] = m.re;
       P[2 * (i + 1) + 1] = m.im;
@@ -1161,6 +1161,11 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
         m.s_w = a.spins_out + job * N;
         m.s = m.s_w;
         m.u = a.uniforms + job * N;
+        if (a.store_h && m.valid) {  // keep every activation, as kForward does
+          m.hw = a.store_h + job * store_job;
+          m.vw = a.store_v + job * store_job;
+          m.R = d.ly;
+        }
       } else if (a.mode == kForward) {
         m.b = job;
         m.s = a.spins + job * N;
@@ -1223,7 +1228,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
       for (int i = 0; i < start; ++i) ups += m.s[i] > 0;
       m.ups = ups;
       m.re = m.im = 0.0;
-      if (a.mode == kForward && a.prefix && m.valid) {
+      if (a.mode != kConnected && a.prefix && m.valid) {
         double* P = a.prefix + m.b * 2 * (N + 1);
         P[0] = P[1] = 0.0;
       }
