@@ -180,12 +180,14 @@ class ActivationCache:
     Lx, C]``, the model dtype) and the float64 prefix sums of their log-conditionals
     (``prefix``: ``[B, N + 1, 2]``), as the sampling walk computed them: what the
     connected walks of the local energy read, so that they need no forward walk of their
-    own. Valid for these ``spins`` and the weights they were drawn with only."""
+    own. Valid for these ``spins`` and the weights they were drawn with only (both are
+    checked where it is used)."""
 
-    spins: torch.Tensor
+    spins: torch.Tensor  # a copy: the caller may change its own tensor
     store_h: torch.Tensor
     store_v: torch.Tensor
     prefix: torch.Tensor
+    weights_version: tuple  # _weights_version(model) when the walk ran
 
     @staticmethod
     def nbytes_for(model, batch: int) -> int:
@@ -211,7 +213,13 @@ def pixelcnn_sample(model, uniforms: torch.Tensor, keep_activations: bool = Fals
     spins, log_psi = out[0], torch.view_as_complex(out[1])
     if not keep_activations:
         return spins, log_psi
-    return spins, log_psi, ActivationCache(spins, out[2], out[3], out[4])
+    return spins, log_psi, ActivationCache(spins.clone(), out[2], out[3], out[4], _weights_version(base))
+
+
+def _weights_version(model) -> tuple:
+    """Identity and in-place version counter of every parameter: changes with each
+    optimizer step (in-place updates bump the counters) or a reloaded state."""
+    return tuple((id(p), p._version) for p in model.parameters())
 
 
 def can_keep_activations(model, batch: int, memory_budget: int | None = None) -> bool:
@@ -360,6 +368,8 @@ def connected_log_psi(model, spins, flips, counts, memory_budget: int | None = N
             raise ValueError("an ActivationCache holds a plain PixelCNN's activations; a SymmetricModel has none")
         if cache.spins.shape != spins.shape or not torch.equal(cache.spins, spins):
             raise ValueError("the ActivationCache was made for other spins than these")
+        if cache.weights_version != _weights_version(base):
+            raise ValueError("the model's weights changed since the ActivationCache was made")
     if not symmetric:
         return _base_connected(base, spins, flips, counts, budget, cache)
     values = []

@@ -502,9 +502,9 @@ def test_sampler_activations_feed_local_energy(device, shape, dtype):
 
 
 def test_activation_cache_misuse(device):
-    """A cache for other spins, or for a SymmetricModel, is refused with a clear error;
-    exact_sample of a SymmetricModel keeps none; the three storage tensors of the op go
-    together."""
+    """A cache for other spins, for weights changed since, or for a SymmetricModel is
+    refused with a clear error; exact_sample of a SymmetricModel keeps none; the three
+    storage tensors of the op go together."""
     model = _model(3, 3, 2, 4, torch.float64, device, None)
     spins, log_psi, cache = exact_sample(model, 8, uniforms=_uniforms(8, 9, device), return_cache=True)
     ham = TransverseFieldIsing(square(3, 3), gamma=1.0)
@@ -512,6 +512,16 @@ def test_activation_cache_misuse(device):
     other[0, 0] = -other[0, 0]
     with pytest.raises(ValueError, match="other spins"):
         local_energy(model, ham, other, cache=cache)
+    other.copy_(spins)  # the cache holds its own copy of the spins
+    spins[0, 0] = -spins[0, 0]
+    with pytest.raises(ValueError, match="other spins"):
+        local_energy(model, ham, spins, cache=cache)
+    spins.copy_(other)
+    local_energy(model, ham, spins, log_psi=log_psi, cache=cache)  # unchanged: accepted
+    with torch.no_grad():  # an optimizer step changes the weights in place
+        model.out_bias.add_(0.1)
+    with pytest.raises(ValueError, match="weights changed"):
+        local_energy(model, ham, spins, log_psi=log_psi, cache=cache)
     perms, fl = square(3, 3).symmetry_group()
     symmetric = SymmetricModel(model, perms, fl).to(device)
     s2, _, none = exact_sample(symmetric, 8, uniforms=_uniforms(8, 9, device), return_cache=True)
