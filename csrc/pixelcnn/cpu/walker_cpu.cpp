@@ -196,38 +196,16 @@ void run(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a) {
       wk.R = 3;
       int ups = 0;
       double re = 0.0, im = 0.0;
-      if (a.mode == kSample) {
+      if (a.mode == kSample || a.mode == kForward) {
+        // both walk sample b from site 0; kSample draws each site, kForward reads it;
+        // either may keep the storage (every activation, prefix sums) for kConnected
         const int64_t b = job;
-        int8_t* s = a.spins_out + b * N;
-        std::memset(s, 0, N);
+        const bool draw = a.mode == kSample;
+        int8_t* drawn = draw ? a.spins_out + b * N : nullptr;
+        if (draw) std::memset(drawn, 0, N);
+        const int8_t* s = draw ? drawn : a.spins + b * N;
         wk.s = s;
-        const double* u = a.uniforms + b * N;
-        double* P = a.prefix ? a.prefix + b * 2 * (N + 1) : nullptr;
-        if (a.store_h) {  // keep every activation, as kForward does
-          wk.h = a.store_h + b * per_job_act;
-          wk.v = a.store_v + b * per_job_act;
-          wk.R = d.ly;
-        }
-        if (P) P[0] = P[1] = 0.0;
-        wk.walk(0, [&](int i, const T* raw) {
-          bool ad, au;
-          sector_allow(d.target_up, ups, N, i, ad, au);
-          const bool up = draw_up<T>(raw[0], raw[1], ad, au, u[i]);
-          s[i] = up ? 1 : -1;
-          ups += up;
-          re += log_abs_cond(double(raw[0]), double(raw[1]), ad, au, up);
-          im += double(up ? raw[3] : raw[2]);
-          if (P) {
-            P[2 * (i + 1)] = re;
-            P[2 * (i + 1) + 1] = im;
-          }
-        });
-        a.log_psi[2 * b] = re;
-        a.log_psi[2 * b + 1] = im;
-      } else if (a.mode == kForward) {
-        const int64_t b = job;
-        const int8_t* s = a.spins + b * N;
-        wk.s = s;
+        const double* u = draw ? a.uniforms + b * N : nullptr;
         double* P = a.prefix ? a.prefix + b * 2 * (N + 1) : nullptr;
         if (a.store_h) {
           wk.h = a.store_h + b * per_job_act;
@@ -238,7 +216,8 @@ void run(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a) {
         wk.walk(0, [&](int i, const T* raw) {
           bool ad, au;
           sector_allow(d.target_up, ups, N, i, ad, au);
-          const bool up = s[i] > 0;
+          const bool up = draw ? draw_up<T>(raw[0], raw[1], ad, au, u[i]) : s[i] > 0;
+          if (draw) drawn[i] = up ? 1 : -1;
           ups += up;
           re += log_abs_cond(double(raw[0]), double(raw[1]), ad, au, up);
           im += double(up ? raw[3] : raw[2]);
