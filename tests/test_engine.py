@@ -398,15 +398,20 @@ def test_tensor_core_math(device, monkeypatch, math_mode, tol):
     torch.testing.assert_close(lp_k[same], lp_ref[same].to(torch.complex128), atol=1e2 * tol, rtol=0)
     # Row walks over >= 3 columns take the segment path (several jobs per chunk here:
     # 9 columns, 16 jobs per CTA); the same products through the windows
-    # (NAQS_PIXELCNN_SEGMENTS=0) only sum in another order.
+    # (NAQS_PIXELCNN_SEGMENTS=0) only sum in another order. Both CTA sizes: in TF32 mode
+    # the 32-channel segment products are the register-B ones, 256 threads (8 warps,
+    # all four n-tiles a warp) and 512 (16 warps, two n-tiles a warp).
     model = _model(9, 6, 3, 32, torch.float32, device, None, scale=0.3)
     ham = TransverseFieldIsing(square(9, 6), gamma=1.0)
     spins, log_psi = exact_sample(model, 40, uniforms=_uniforms(40, 54, device))
-    e_seg = local_energy(model, ham, spins, log_psi=log_psi)
-    monkeypatch.setenv("NAQS_PIXELCNN_SEGMENTS", "0")
-    e_win = local_energy(model, ham, spins, log_psi=log_psi)
-    rel = ((e_seg - e_win).abs() / e_win.abs().clamp_min(1e-12)).max().item()
-    assert rel < 1e-5, rel
+    for threads in ("256", "512"):
+        monkeypatch.setenv("NAQS_PIXELCNN_THREADS", threads)
+        monkeypatch.delenv("NAQS_PIXELCNN_SEGMENTS", raising=False)
+        e_seg = local_energy(model, ham, spins, log_psi=log_psi)
+        monkeypatch.setenv("NAQS_PIXELCNN_SEGMENTS", "0")
+        e_win = local_energy(model, ham, spins, log_psi=log_psi)
+        rel = ((e_seg - e_win).abs() / e_win.abs().clamp_min(1e-12)).max().item()
+        assert rel < 1e-5, (threads, rel)
 
 
 def test_engine_math_switch(monkeypatch):

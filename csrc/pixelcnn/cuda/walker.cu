@@ -560,31 +560,44 @@ struct Ctx {
   // Rows beyond nr read row nr - 1. The general loop (product_mma) spent ~30 integer
   // instructions per k-step on column bookkeeping and register copies around 4 MMAs
   // (Nsight Compute, run 26), and 8 of its 12 shared-memory loads a k-step were B.
-  static constexpr bool kBRegs = kMath == kTF32 && kThr == 256 && kCC == 32;
-  static constexpr int kSteps = 9;  // k-steps of a warp's K slice (one per window column)
+  // 512 threads (16 warps, at most 128 registers a thread): warps w and w + 8 run warp
+  // w's schedule of the 256-thread product for n-tiles 0-1 and 2-3 respectively, so a
+  // warp keeps half the B fragments (36 registers) and the SM runs twice the warps; the
+  // A operands are read twice as often.
+  static constexpr bool kBRegs = kMath == kTF32 && (kThr == 256 || kThr == 512) && kCC == 32;
+  static constexpr int kSteps = 9;           // k-steps of a warp's K slice (one per window column)
+  static constexpr int kNTW = kThr == 512 ? 2 : 4;  // n-tiles of a warp (8 channels each)
+  // 256 threads hold the B fragments for the whole pass (loaded by the first chunk); 512
+  // threads reload them per chunk (held across the gathers and the finishing phase they
+  // left 128 registers for everything else and spilled 600 bytes)
+  static constexpr bool kBHold = kBRegs && kThr == 256;
 
-  __device__ void load_b_regs(bool is_h, unsigned (&breg)[kSteps][4][2]) const {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tig = lane & 3;
-    const int cin = is_h ? 2 * kCC : kCC, kg = is_h ? warp : warp >> 1;
-    const float* wb = reinterpret_cast<const float*>(wsm) + (kg * 8 + tig) * (kCC + 8) + g;
+  // This warp's 8-warp schedule slot and its first n-tile.
+  __device__ static int breg_slot() { return (threadIdx.x >> 5) & 7; }
+  __device__ static int breg_nt0() { return kThr == 512 ? int(threadIdx.x >> 8) * kNTW : 0; }
+
+  __device__ void load_b_regs(bool is_h, unsigned (&breg)[kSteps][kNTW][2]) const {
+    const int w8 = breg_slot(), lane = threadIdx.x & 31, g = lane >> 2, tig = lane & 3;
+    const int cin = is_h ? 2 * kCC : kCC, kg = is_h ? w8 : w8 >> 1;
+    const float* wb = reinterpret_cast<const float*>(wsm) + (kg * 8 + tig) * (kCC + 8) + breg_nt0() * 8 + g;
 #pragma unroll
     for (int j = 0; j < kSteps; ++j)
 #pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
+      for (int nt = 0; nt < kNTW; ++nt) {
         breg[j][nt][0] = rna_bits(wb[(j * cin) * (kCC + 8) + nt * 8]);
         breg[j][nt][1] = rna_bits(wb[(j * cin + 4) * (kCC + 8) + nt * 8]);
       }
   }
 
   template <bool kH>
-  __device__ void product_tf32_regs(int nr, const float* xs, const unsigned (&breg)[kSteps][4][2], int& ks,
+  __device__ void product_tf32_regs(int nr, const float* xs, const unsigned (&breg)[kSteps][kNTW][2], int& ks,
                                     int& rstride, const SegArgs& sg) const {
     constexpr int VE = 4, kCin = kH ? 2 * kCC : kCC, kMT = kH ? 2 : 1;
     static_assert(kCC == 32, "the TF32 register-B product is specialized for 32 channels");
     ks = kH ? 8 : 4;
     rstride = 32;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tig = lane & 3;
-    const int mt0 = kH ? 0 : (warp & 1), kg = kH ? warp : warp >> 1;
+    const int w8 = breg_slot(), lane = threadIdx.x & 31, g = lane >> 2, tig = lane & 3;
+    const int mt0 = kH ? 0 : (w8 & 1), kg = kH ? w8 : w8 >> 1;
     // entry (dy, window column dx, channel c) of pair r: dy RS + (cb(r) + dx)(cin + VE) + c
     const float* p[2 * kMT];
 #pragma unroll
@@ -595,9 +608,9 @@ struct Ctx {
     // one m-tile after the other (16 accumulators live, not 32: the B registers stay)
 #pragma unroll
     for (int m = 0; m < kMT; ++m) {
-      float acc[4][4];
+      float acc[kNTW][4];
 #pragma unroll
-      for (int nt = 0; nt < 4; ++nt)
+      for (int nt = 0; nt < kNTW; ++nt)
 #pragma unroll
         for (int q = 0; q < 4; ++q) acc[nt][q] = 0.f;
 #pragma unroll
@@ -609,22 +622,24 @@ struct Ctx {
           const float* qb = p[2 * m + 1] + c;
           const unsigned a[4] = {rna_bits(qa[0]), rna_bits(qb[0]), rna_bits(qa[4]), rna_bits(qb[4])};
 #pragma unroll
-          for (int nt = 0; nt < 4; ++nt) mma_tf32(acc[nt], a, breg[j][nt]);
+          for (int nt = 0; nt < kNTW; ++nt) mma_tf32(acc[nt], a, breg[j][nt]);
         }
       }
-      store_mma_partials(acc, 4, (mt0 + m) * 16 + g, kg * rstride);
+      store_mma_partials(acc, kNTW, (mt0 + m) * 16 + g, kg * rstride, breg_nt0());
     }
   }
 
   // The MMA accumulators of rows row and row + 8 (all NT n-tiles) into the K-split
-  // buffer at red row base + row: 8-byte stores at swizzled columns (red_col).
-  __device__ void store_mma_partials(const float (&acc)[4][4], int NT, int row, int base) const {
+  // buffer at red row base + row: 8-byte stores at swizzled columns (red_col); acc[i] is
+  // n-tile nt0 + i.
+  template <int kN>
+  __device__ void store_mma_partials(const float (&acc)[kN][4], int NT, int row, int base, int nt0 = 0) const {
     const int C4 = d.c4;
     float* rg = reinterpret_cast<float*>(red) + (base + row) * C4;
 #pragma unroll
-    for (int nt = 0; nt < 4; ++nt) {
+    for (int nt = 0; nt < kN; ++nt) {
       if (nt < NT) {
-        const int col = red_col(row, nt * 8 + 2 * (threadIdx.x & 3));  // (row + 8) % 4 == row % 4
+        const int col = red_col(row, (nt0 + nt) * 8 + 2 * (threadIdx.x & 3));  // (row + 8) % 4 == row % 4
         *reinterpret_cast<float2*>(rg + col) = make_float2(acc[nt][0], acc[nt][1]);
         *reinterpret_cast<float2*>(rg + 8 * C4 + col) = make_float2(acc[nt][2], acc[nt][3]);
       }
@@ -902,7 +917,7 @@ struct Ctx {
     if (wsm && !ready) stage_weights(K, W);
     int p0 = 0, nr = seg_chunk(0, npairs, nx, by_nx);
     gather_seg(is_h, xb, nx, by_nx, by_nx2, 0, nr, xs, RS);
-    unsigned breg[kSteps][4][2];  // kBRegs: this warp's B fragments for the pass
+    unsigned breg[kSteps][kNTW][2];  // kBHold: this warp's B fragments for the pass
     cp_async_commit();  // with the weights (this pass's, or the ones the previous pass started)
     for (int c = 0;; ++c) {
       const T* cur = xs + (c & 1) * BS;
@@ -917,9 +932,9 @@ struct Ctx {
       }
       __syncthreads();
       if (kMath == kTF32 && c == 0 && math == kTF32) {  // the weights have landed
-        if constexpr (kBRegs) {
+        if constexpr (kBHold) {
           load_b_regs(is_h, breg);  // rounded on the way
-        } else {
+        } else if constexpr (!kBRegs) {
           round_weights_tf32(K);
           __syncthreads();
         }
@@ -931,6 +946,7 @@ struct Ctx {
       const SegArgs sg{p0, nx, nr, cin, RS, j0, p0 - j0 * nx, by_nx, by_cin};
       if constexpr (sizeof(T) == 4 && kMath != kFFMA) {
         if constexpr (kBRegs) {
+          if constexpr (!kBHold) load_b_regs(is_h, breg);  // this chunk's (rounded on the way)
           if (math != kFFMA) {
             if (is_h) product_tf32_regs<true>(nr, cur, breg, ks, rstride, sg);
             else product_tf32_regs<false>(nr, cur, breg, ks, rstride, sg);
@@ -952,7 +968,7 @@ struct Ctx {
       }
       __syncthreads();
       tick(1, t0);
-      if constexpr (kBRegs) {
+      if constexpr (kBHold) {
         // every warp holds its B fragments: the next pass's weights can replace them in
         // wsm now, a whole pass ahead (they join the next commit)
         if (c == 0 && next_l >= 0) stage_next(next_h, next_l);
@@ -1325,15 +1341,19 @@ int math_mode() {
 
 // Tensor-core instances (float only) exist for 512 threads, and for TF32 with 32 channels
 // also for 256 (the local energies' default, see plan()); other 256-thread walks keep FFMA
-// products.
-bool specialized(int channels) {
+// products. The 32-channel TF32 instances are the register-B ones (Ctx::kBRegs), which
+// need the weights in shared memory: with NAQS_PIXELCNN_WEIGHTS_SMEM=0 a TF32 walk takes
+// the generic instance.
+bool specialized(int channels, int math) {
   const char* env = std::getenv("NAQS_PIXELCNN_SPECIALIZE");
+  const char* ws = std::getenv("NAQS_PIXELCNN_WEIGHTS_SMEM");
+  if (math == kTF32 && ws && ws[0] == '0') return false;
   return channels == 32 && !(env && env[0] == '0');
 }
 
 template <typename T>
 auto kernel_for(int threads, int channels, int math) {
-  const bool c32 = specialized(channels);
+  const bool c32 = specialized(channels, math);
   if constexpr (sizeof(T) == 4) {
     if (threads == 512 && math == k3xTF32)
       return c32 ? walk_kernel<T, 512, 32, k3xTF32> : walk_kernel<T, 512, 0, k3xTF32>;
@@ -1385,7 +1405,7 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   // already in run 24, before its product was rewritten; the forward walk 4.83 vs 7.06
   // Mcycles a CTA at 12x12/10/1000, run 38; the sampler's site walk stays at 512: 108
   // vs 115 ms at 21x21/20/4096, run 40).
-  if (sizeof(T) == 4 && p.math == kTF32 && mode != kSample && specialized(d.channels)) p.threads = 256;
+  if (sizeof(T) == 4 && p.math == kTF32 && mode != kSample && specialized(d.channels, p.math)) p.threads = 256;
   if (thr_env && std::string(thr_env) == "256") p.threads = 256;
   if (thr_env && std::string(thr_env) == "512") p.threads = 512;
   const char* env = std::getenv("NAQS_PIXELCNN_WEIGHTS_SMEM");
@@ -1395,7 +1415,8 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   const auto kernel = kernel_for<T>(p.threads, d.channels, p.math);
   // the instance walk_kernel<float, 256, 32, kTF32> keeps B fragments in registers and
   // needs 8 K groups of partial sums (Ctx::kBRegs)
-  const bool b_regs = sizeof(T) == 4 && p.threads == 256 && p.math == kTF32 && specialized(d.channels);
+  const bool b_regs = sizeof(T) == 4 && (p.threads == 256 || p.threads == 512) && p.math == kTF32 &&
+                      specialized(d.channels, p.math);
   p.xs_stride = xs_stride_of(d);
   // Weights of the pass in shared memory when they fit (NAQS_PIXELCNN_WEIGHTS_SMEM=0
   // reads them from global memory instead); then the largest chunk that fits.
