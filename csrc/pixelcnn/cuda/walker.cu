@@ -333,15 +333,14 @@ struct Ctx {
   // red[kg] = xs[:, K slice kg] @ W[K slice kg, :]; W is [K][C4]. Thread tile (og, bg):
   // channels 4 og .. 4 og + 3 of rows bg + nbg i (i = 0..3, nbg = rows4 / 4), so the four
   // row groups of a warp read adjacent rows, which sit in different shared-memory banks
-  // (window rows: stride S = 4 mod 32 words; segment columns: stride cin + VE).
+  // (window rows: stride S = 4 mod 32 words; segment columns: stride cin + kSegPad).
   // kSeg: xs holds row segments (pass_seg): row r of the window matrix is not stored;
   // its entry k = tap * cin + c (tap = 3 dy + dx) is xs[dy * RS + (cb(r) + dx) * CS + c]
-  // with padded columns CS = cin + VE and cb(r) = r + 2 (job of r - first job), i.e.
-  // xs[cb(r) * CS + k + dy (RS - 3 cin) + dx VE]; sg: the chunk. A 4-group of k never
+  // with padded columns CS = cin + kSegPad and cb(r) = r + 2 (job of r - first job), i.e.
+  // xs[cb(r) * CS + k + dy (RS - 3 cin) + dx kSegPad]; sg: the chunk. A 4-group of k never
   // straddles a column (cin % 4 == 0).
   template <bool kShared, bool kSeg = false>
   __device__ void product(int K, const T* __restrict__ W, int rows4, const T* xs, SegArgs sg = SegArgs{}) const {
-    constexpr int VE = 16 / int(sizeof(T));
     const int C4 = d.c4, ng = C4 / 4, nbg = rows4 / 4;
     const int ws = kShared ? WS : C4;  // row stride of W
     int ntile, ks;
@@ -362,7 +361,7 @@ struct Ctx {
     const int k4 = k1 > k0 ? k0 + ((k1 - k0) & ~3) : k0;
     const int cin = kSeg ? sg.cin : 1;
     // kSeg: where a window column (3 dy + dx) starts in xs, relative to column 0 of k
-    const int row_step = kSeg ? sg.RS - 3 * cin - 2 * VE : 0;  // dx 2 -> dx 0 of dy + 1
+    const int row_step = kSeg ? sg.RS - 3 * cin - 2 * kSegPad : 0;  // dx 2 -> dx 0 of dy + 1
     for (int r = r0; r < ntile; r += rstep) {
       const int og = r % ng, bg = r / ng;
       T acc[4][4];
@@ -378,11 +377,11 @@ struct Ctx {
         col = sg.by_cin.div(k0);
         dx = col % 3;
         kend = min(k4, (col + 1) * cin);
-        const T* base = xs + (col / 3) * (sg.RS - 3 * cin) + dx * VE + k0;
+        const T* base = xs + (col / 3) * (sg.RS - 3 * cin) + dx * kSegPad + k0;
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           const int rr = min(bg + nbg * i, sg.nr - 1);  // padding rows: any finite row
-          px[i] = base + (rr + 2 * by_nx.div(sg.q0 + rr)) * (cin + VE);
+          px[i] = base + (rr + 2 * by_nx.div(sg.q0 + rr)) * (cin + kSegPad);
         }
       } else {
 #pragma unroll
@@ -395,7 +394,7 @@ struct Ctx {
         if constexpr (kSeg) {
           if (k >= kend) {  // next column of the window: dx + 1, or dx 0 of the next row
             kend = min(k4, kend + cin);
-            const int step = ++dx == 3 ? row_step : VE;
+            const int step = ++dx == 3 ? row_step : kSegPad;
             dx = dx == 3 ? 0 : dx;
 #pragma unroll
             for (int i = 0; i < 4; ++i) px[i] += step;
@@ -504,7 +503,7 @@ struct Ctx {
       }
     };
     if constexpr (kSeg) {  // (the 256-thread TF32 instance has its own product, product_tf32_regs)
-      constexpr int VE = 4;
+      constexpr int VE = kSegPad;
       const int cin = sg.cin, spc = cin >> 3;  // k-steps per window column
       const int ra = min(mt * 16 + g, nr - 1), rb = min(mt * 16 + g + 8, nr - 1);
       const int oa = (ra + 2 * sg.by_nx.div(sg.q0 + ra)) * (cin + VE) + tig;
@@ -571,6 +570,10 @@ struct Ctx {
   // threads reload them per chunk (held across the gathers and the finishing phase they
   // left 128 registers for everything else and spilled 600 bytes)
   static constexpr bool kBHold = kBRegs && kThr == 256;
+  // Padding of a segment buffer's columns (floats): 16 bytes, or 32 for the register-B
+  // product, whose half-warps read 8 bytes from each of 4 adjacent columns (stride = 8
+  // mod 32 words: conflict-free; 4 mod 32 would be 2-way).
+  static constexpr int kSegPad = kBRegs ? 8 : 16 / int(sizeof(T));
 
   // This warp's 8-warp schedule slot and its first n-tile.
   __device__ static int breg_slot() { return (threadIdx.x >> 5) & 7; }
@@ -579,20 +582,22 @@ struct Ctx {
   __device__ void load_b_regs(bool is_h, unsigned (&breg)[kSteps][kNTW][2]) const {
     const int w8 = breg_slot(), lane = threadIdx.x & 31, g = lane >> 2, tig = lane & 3;
     const int cin = is_h ? 2 * kCC : kCC, kg = is_h ? w8 : w8 >> 1;
-    const float* wb = reinterpret_cast<const float*>(wsm) + (kg * 8 + tig) * (kCC + 8) + breg_nt0() * 8 + g;
+    // MMA k index tig: channel 2 tig of the warp's 8-block, tig + 4: channel 2 tig + 1
+    // (so that a k-step's A operands are one 8-byte load per row, product_tf32_regs)
+    const float* wb = reinterpret_cast<const float*>(wsm) + (kg * 8 + 2 * tig) * (kCC + 8) + breg_nt0() * 8 + g;
 #pragma unroll
     for (int j = 0; j < kSteps; ++j)
 #pragma unroll
       for (int nt = 0; nt < kNTW; ++nt) {
         breg[j][nt][0] = rna_bits(wb[(j * cin) * (kCC + 8) + nt * 8]);
-        breg[j][nt][1] = rna_bits(wb[(j * cin + 4) * (kCC + 8) + nt * 8]);
+        breg[j][nt][1] = rna_bits(wb[(j * cin + 1) * (kCC + 8) + nt * 8]);
       }
   }
 
   template <bool kH>
   __device__ void product_tf32_regs(int nr, const float* xs, const unsigned (&breg)[kSteps][kNTW][2], int& ks,
                                     int& rstride, const SegArgs& sg) const {
-    constexpr int VE = 4, kCin = kH ? 2 * kCC : kCC, kMT = kH ? 2 : 1;
+    constexpr int VE = kSegPad, kCin = kH ? 2 * kCC : kCC, kMT = kH ? 2 : 1;
     static_assert(kCC == 32, "the TF32 register-B product is specialized for 32 channels");
     ks = kH ? 8 : 4;
     rstride = 32;
@@ -603,7 +608,7 @@ struct Ctx {
 #pragma unroll
     for (int i = 0; i < 2 * kMT; ++i) {
       const int r = min((mt0 + (i >> 1)) * 16 + (i & 1) * 8 + g, nr - 1);
-      p[i] = xs + (r + 2 * sg.by_nx.div(sg.q0 + r)) * (kCin + VE) + kg * 8 + tig;
+      p[i] = xs + (r + 2 * sg.by_nx.div(sg.q0 + r)) * (kCin + VE) + kg * 8 + 2 * tig;
     }
     // one m-tile after the other (16 accumulators live, not 32: the B registers stay)
 #pragma unroll
@@ -618,9 +623,11 @@ struct Ctx {
 #pragma unroll
         for (int dx = 0; dx < 3; ++dx) {
           const int j = dy * 3 + dx, c = dy * sg.RS + dx * (kCin + VE);
-          const float* qa = p[2 * m] + c;
-          const float* qb = p[2 * m + 1] + c;
-          const unsigned a[4] = {rna_bits(qa[0]), rna_bits(qb[0]), rna_bits(qa[4]), rna_bits(qb[4])};
+          // (MMA k index tig: channel 2 tig of the 8-block, tig + 4: channel 2 tig + 1;
+          // load_b_regs pairs B the same way)
+          const float2 va = *reinterpret_cast<const float2*>(p[2 * m] + c);
+          const float2 vb = *reinterpret_cast<const float2*>(p[2 * m + 1] + c);
+          const unsigned a[4] = {rna_bits(va.x), rna_bits(vb.x), rna_bits(va.y), rna_bits(vb.y)};
 #pragma unroll
           for (int nt = 0; nt < kNTW; ++nt) mma_tf32(acc[nt], a, breg[j][nt]);
         }
@@ -813,8 +820,8 @@ struct Ctx {
   // so pair r's window starts at column cb(r) = r + 2 jj (product<., true>). ~3x fewer
   // bytes and copies than the windows, and small enough for two buffers in the space of
   // one window chunk: the next chunk's copies run during this chunk's product
-  // (cp.async groups). Buffer: [3][ncol][cin + VE] (columns padded by 16 bytes: the
-  // adjacent columns one warp reads fall in different banks), row stride RS.
+  // (cp.async groups). Buffer: [3][ncol][cin + kSegPad] (columns padded by 16 or 32
+  // bytes: the adjacent columns one warp reads fall in different banks), row stride RS.
 
   // Pairs of the chunk that starts at pair p0: at most rows, and columns <= ncol.
   __device__ int seg_chunk(int p0, int npairs, int nx, const FastDiv& by_nx) const {
@@ -859,7 +866,7 @@ struct Ctx {
       const T* src = nullptr;
       if (rs.ring && xx >= 0 && (is_h || xx < d.lx))
         src = (rs.store && !in_cols(rs.cols, xx) ? rs.store : rs.ring) + xx * C + c;
-      T* dst = buf + dy * RS + sc * (cin + VE) + part * C + c;
+      T* dst = buf + dy * RS + sc * (cin + kSegPad) + part * C + c;
       if (pu == 4) {
 #pragma unroll
         for (int u = 0; u < 4; ++u) cp_async<16>(dst + u * VE, src ? src + u * VE : nullptr, w.bo);
@@ -876,9 +883,8 @@ struct Ctx {
     int K;
     const T* W = layer_weights(is_h, l, K);
     const T* bias = (is_h ? w.bh : w.bv) + int64_t(l) * C;
-    constexpr int VE = 16 / int(sizeof(T));
     const int res_dx = is_h ? 2 : 1;  // (y, x) itself: dy = 2, dx = 2 (h) or 1 (v)
-    const int RS = ncol * (cin + VE), BS = 3 * ncol * (2 * C + VE);
+    const int RS = ncol * (cin + kSegPad), BS = 3 * ncol * (2 * C + kSegPad);
     const int nx = xe - xb, npairs = tile * nx;
     const FastDiv by_nx(nx, npairs + 2), by_cin(cin, K), by_nx2(nx + 2, npairs + 2 * tile);
     long long t0 = prof && threadIdx.x == 0 ? clock64() : 0;
@@ -989,7 +995,7 @@ struct Ctx {
           bias_relu4(ks, rstride, r, o, b, z);
         }
         const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
-        const Vec4<T> res = load4_sh(cur + 2 * RS + (r + 2 * (j - j0) + res_dx) * (cin + VE) + o);
+        const Vec4<T> res = load4_sh(cur + 2 * RS + (r + 2 * (j - j0) + res_dx) * (cin + kSegPad) + o);
 #pragma unroll
         for (int q = 0; q < 4; ++q) z[q] += res.v[q];
         store4_sh(orow[j] + x * C + o, z);
@@ -1092,7 +1098,6 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
                                                         unsigned long long* __restrict__ tiles_taken,  // zeroed
                                                         long long* __restrict__ prof)  // [grid][8] or null
 {
-  const long long t_begin = clock64();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   Dims d = d_in;
   if constexpr (kCC > 0) {
@@ -1117,10 +1122,10 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   }
   cx.S = xs_stride;
   cx.red_swz = (d.c4 & (d.c4 - 1)) == 0 ? d.c4 - 1 : 0;
-  // segment path: two [3][ncol][2C + VE] buffers (padded columns) in the space of the
+  // segment path: two [3][ncol][2C + pad] buffers (padded columns) in the space of the
   // window chunk
   cx.ncol = (segments && C % 4 == 0 && !pipeline)
-                ? rows * xs_stride / (6 * (2 * C + 16 / int(sizeof(T))))
+                ? rows * xs_stride / (6 * (2 * C + Ctx<T, kMath, kThr, kCC>::kSegPad))
                 : 0;
   if (cx.ncol < 8) cx.ncol = 0;
   cx.seg_min_nx = segments == 2 ? 1 : 3;
@@ -1147,6 +1152,10 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   cx.cols_h = cols_h;
   cx.cols_v = cols_v;
   cx.prof = prof ? prof + 8 * blockIdx.x : nullptr;
+  // the kernel's cycles (slot 4): the start subtracted now, the end added at the end (a
+  // start time held in a register for the whole kernel spilled in the 255-register
+  // instance)
+  if (cx.prof && threadIdx.x == 0) cx.prof[4] -= clock64();
   const int64_t ring_job = int64_t(L) * 3 * d.lx * C;  // one branch of one job
   const int64_t store_job = int64_t(L) * d.ly * d.lx * C;
   const int64_t n_tiles = (a.n_jobs + tile - 1) / tile;
@@ -1323,7 +1332,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
     __syncthreads();
     t = next_tile;
   }
-  if (cx.prof && threadIdx.x == 0) cx.prof[4] += clock64() - t_begin;
+  if (cx.prof && threadIdx.x == 0) cx.prof[4] += clock64();
 }
 
 // The kernel instance for a CTA size and channel count: the 32-channel specialization
