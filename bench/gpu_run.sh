@@ -42,6 +42,17 @@ fi
   grep -h -A3 "Compiling entry.*walk_kernel" "$OUT/build.log" | grep -E "Compiling|registers|spill" |
     sed 's/.*walk_kernelI\([a-z]*\)Li\([0-9]*\)ELi\([0-9]*\)ELi\([0-9]*\)E.*/walk<\1,\2,\3,\4>/; s/.*walk_kernelI\([a-z]*\)E.*/legacy<\1>/; s/ *ptxas info *: //' |
     paste - - - | head -20; } | tee -a "$SUMMARY"
+# where those spills are (bench/spill_lines.py: spill instructions per kernel instance,
+# and how many of them sit in the per-chunk code: products, gathers, finishing sums)
+OBJ=$(find build -name "walker.cu.o" 2>/dev/null | head -1)
+if [ -n "$OBJ" ] && command -v cuobjdump > /dev/null && command -v nvdisasm > /dev/null; then
+  SPD=$(mktemp -d)
+  (cd "$SPD" && cuobjdump -xelf all "$OLDPWD/$OBJ" > /dev/null 2>&1)
+  for CUBIN in "$SPD"/*.cubin; do nvdisasm -g -c "$CUBIN" >> "$SPD/walker.sass" 2>/dev/null; done
+  { echo "-- spill instructions by place (bench/spill_lines.py)"; $PY bench/spill_lines.py "$SPD/walker.sass" 2>&1 | grep "^walk<f"; } | tee -a "$SUMMARY"
+else
+  echo "spill places: walker.cu.o, cuobjdump or nvdisasm missing" | tee -a "$SUMMARY"
+fi
 echo "profilers: $(for t in ncu nsys; do command -v $t > /dev/null && printf '%s ' $t; done)" | tee -a "$SUMMARY"
 $PY -c "import torch, naqs.ops as o; print('build_info', o.build_info())" 2>&1 | tee -a "$SUMMARY"
 

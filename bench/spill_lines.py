@@ -1,0 +1,87 @@
+"""Where ptxas spilled, per walker.cu kernel instance and per function.
+
+`-Xptxas -v` says how many bytes a kernel spills, not where. This reads the SASS of the
+build's walker.cu (``nvdisasm -g`` of the cubin that ``cuobjdump -xelf all`` extracts
+from walker.cu.o; the build passes -lineinfo) and counts the local-memory spill
+instructions (STL / LDL) of every walk_kernel instance by the walker.cu function whose
+line they carry (inlined code carries the line of the inlined function). A spill in the
+tile setup or between passes costs a few instructions per tile or pass; one inside the
+products or the gathers would cost them per chunk and k-step, so the report names the
+hot functions separately.
+
+    python bench/spill_lines.py walker.sass [csrc/pixelcnn/cuda/walker.cu]
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import sys
+
+from ncu_lines import functions
+
+# The functions run per chunk or per k-step (the rest run per tile, pass or row).
+HOT = ("product", "product_mma", "product_tf32_regs", "mma_tf32", "rna_bits", "to_tf32", "load_b_regs",
+       "gather", "gather_seg", "cp_async", "bias_relu", "bias_relu4", "store_mma_partials", "load4_sh",
+       "store4_sh", "div")
+
+
+def instance(symbol: str) -> str:
+    """walk<dtype,threads,channels,math> from a mangled walk_kernel symbol."""
+    m = re.search(r"walk_kernelI(\w)Li(\d+)ELi(\d+)ELi(\d+)E", symbol)
+    return f"walk<{m.group(1)},{m.group(2)},{m.group(3)},{m.group(4)}>" if m else symbol
+
+
+def spills(sass_path: str, source: str) -> dict[str, collections.Counter]:
+    funcs = functions(source)
+
+    def func_of(line: int) -> str:
+        name = "?"
+        for start, f in funcs:
+            if start > line:
+                break
+            name = f
+        return name
+
+    out: dict[str, collections.Counter] = {}
+    kernel, where = None, "?"  # where: the function (walker.cu) or file of the current line
+    for text in open(sass_path):
+        if not text[:1].isspace() and text.rstrip().endswith(":") and "walk_kernel" in text:
+            kernel = instance(text)
+            out.setdefault(kernel, collections.Counter())
+            continue
+        if kernel is None:
+            continue
+        m = re.search(r'//## File ".*?([\w.]+)", line (\d+)', text)
+        if m:
+            where = func_of(int(m.group(2))) if m.group(1) == "walker.cu" else m.group(1)
+            continue
+        m = re.search(r"\b(STL|LDL)(\.\w+)*\s", text)
+        if m:
+            out[kernel][(where, m.group(1))] += 1
+    return out
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__)
+        return 2
+    table = spills(argv[0], argv[1] if len(argv) > 1 else "csrc/pixelcnn/cuda/walker.cu")
+    if not table:
+        print(f"no walk_kernel instances in {argv[0]}")
+        return 1
+    for kernel in sorted(table):
+        counts = table[kernel]
+        total = sum(counts.values())
+        hot = sum(n for (f, _), n in counts.items() if f in HOT)
+        per_func = collections.Counter()
+        for (f, _), n in counts.items():
+            per_func[f] += n
+        where = ", ".join(f"{f} {n}" for f, n in per_func.most_common(6))
+        print(f"{kernel}: {total} spill instructions (STL+LDL), {hot} in per-chunk code"
+              + (f" | {where}" if total else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,46 @@
+"""The benchmark's analysis scripts (bench/*.py) on small synthetic inputs."""
+
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def test_spill_lines_counts_by_instance_and_function(tmp_path, monkeypatch):
+    """bench/spill_lines.py attributes each STL/LDL of a walk_kernel instance to the
+    walker.cu function of its line (or to another file), and separates the per-chunk ones."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    sys.modules.pop("spill_lines", None)
+    import spill_lines
+
+    source = tmp_path / "walker.cu"
+    source.write_text(
+        "// header\n"
+        "__device__ void product(int k) {\n"   # line 2
+        "  work();\n"                           # line 3
+        "}\n"
+        "__global__ void walk_kernel(int a) {\n"  # line 5
+        "  setup();\n"                          # line 6
+        "}\n"
+    )
+    sass = tmp_path / "walker.sass"
+    sass.write_text(
+        ".text._ZN4naqs11walk_kernelIfLi512ELi32ELi0EEEvv:\n"
+        '\t//## File "/src/walker.cu", line 6\n'
+        "        /*0010*/                   STL [R1], R2 ;\n"
+        "        /*0020*/                   LDL.64 R4, [R1+0x8] ;\n"
+        '\t//## File "/src/walker.cu", line 3\n'
+        "        /*0030*/                   LDL R6, [R1+0x4] ;\n"
+        "        /*0040*/                   FADD R6, R6, R7 ;\n"
+        '\t//## File "/src/cone.h", line 40\n'
+        "        /*0050*/                   STL [R1+0xc], R9 ;\n"
+        ".text._ZN4naqs11walk_kernelIfLi256ELi32ELi2EEEvv:\n"
+        '\t//## File "/src/walker.cu", line 3\n'
+        "        /*0010*/                   FFMA R1, R2, R3, R4 ;\n"
+    )
+    table = spill_lines.spills(str(sass), str(source))
+    assert set(table) == {"walk<f,512,32,0>", "walk<f,256,32,2>"}
+    big = table["walk<f,512,32,0>"]
+    assert big[("walk_kernel", "STL")] == 1 and big[("walk_kernel", "LDL")] == 1
+    assert big[("product", "LDL")] == 1 and big[("cone.h", "STL")] == 1
+    assert sum(table["walk<f,256,32,2>"].values()) == 0
