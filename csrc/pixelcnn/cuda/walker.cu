@@ -212,7 +212,12 @@ struct Ctx {
   Member<T>* mem;  // [tile]
   RowSrc<T>* rsrc;  // [tile][3][2]        segment path: input rows of the pass (job, dy, part)
   T** orow;         // [tile]              segment path: output row of the pass (column 0)
-  long long* prof;  // NAQS_PIXELCNN_PROFILE=1: this CTA's clock64 counters (thread 0), else null
+  // NAQS_PIXELCNN_PROFILE=1: this CTA's clock64 counters (thread 0; in shared memory: a
+  // global read-modify-write per tick stalled warp 0, and with it the next barrier, for
+  // hundreds of cycles), else null. Slots: 0 gather+wait (pass_seg: wait and barrier
+  // only), 1 product, 2 finishing phase, 3 row outputs, 4 whole kernel, 5 chunks,
+  // 6 pass_seg's setup (row tables, first gather), 7 pass_seg's gathers of the next chunk.
+  long long* prof;
 
   __device__ void tick(int slot, long long& t0) const {
     if (prof && threadIdx.x == 0) {
@@ -925,6 +930,7 @@ struct Ctx {
     gather_seg(is_h, xb, nx, by_nx, by_nx2, 0, nr, xs, RS);
     unsigned breg[kSteps][kNTW][2];  // kBHold: this warp's B fragments for the pass
     cp_async_commit();  // with the weights (this pass's, or the ones the previous pass started)
+    tick(6, t0);
     for (int c = 0;; ++c) {
       const T* cur = xs + (c & 1) * BS;
       const int pn = p0 + nr;
@@ -932,6 +938,7 @@ struct Ctx {
       if (nrn > 0) {
         gather_seg(is_h, xb, nx, by_nx, by_nx2, pn, nrn, xs + ((c + 1) & 1) * BS, RS);
         cp_async_commit();
+        tick(7, t0);
         cp_async_wait_1();  // everything but the copies just issued
       } else {
         cp_async_wait_all();
@@ -1151,7 +1158,10 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   cx.orow = reinterpret_cast<T**>(cx.rsrc + tile * 6);
   cx.cols_h = cols_h;
   cx.cols_v = cols_v;
-  cx.prof = prof ? prof + 8 * blockIdx.x : nullptr;
+  __shared__ long long prof_sh[8];  // (plan() leaves room for it)
+  cx.prof = prof ? prof_sh : nullptr;
+  if (cx.prof && threadIdx.x == 0)
+    for (int q = 0; q < 8; ++q) prof_sh[q] = 0;
   // the kernel's cycles (slot 4): the start subtracted now, the end added at the end (a
   // start time held in a register for the whole kernel spilled in the 255-register
   // instance)
@@ -1332,7 +1342,10 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
     __syncthreads();
     t = next_tile;
   }
-  if (cx.prof && threadIdx.x == 0) cx.prof[4] += clock64();
+  if (cx.prof && threadIdx.x == 0) {
+    cx.prof[4] += clock64();
+    for (int q = 0; q < 8; ++q) prof[8 * blockIdx.x + q] = prof_sh[q];
+  }
 }
 
 // The kernel instance for a CTA size and channel count: the 32-channel specialization
@@ -1432,8 +1445,8 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   bool found = false;
   for (int ws = allow_ws ? 1 : 0; ws >= 0 && !found; --ws) {
     for (int rows = kMaxRows; rows >= 4 && !found; rows /= 2) {
-      // (optin - 16: the kernel's static shared memory, next_tile)
-      if (smem_bytes(d, rows, rows, sizeof(T), sizeof(Member<T>), ws != 0, p.threads, b_regs) <= size_t(optin) - 16) {
+      // (optin - 80: the kernel's static shared memory, next_tile and the profile counters)
+      if (smem_bytes(d, rows, rows, sizeof(T), sizeof(Member<T>), ws != 0, p.threads, b_regs) <= size_t(optin) - 80) {
         p.w_shared = ws;
         p.rows = rows;
         found = true;
@@ -1536,10 +1549,10 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   std::fprintf(stderr,
                "naqs-walker-profile threads=%d mode=%d math=%d pipeline=%d segments=%d jobs=%lld grid=%d tile=%d rows=%d w_shared=%d smem=%zu | per CTA: "
                "%.3g Mcycles, %.0f chunks (%.0f cycles each) | gather+wait %.1f%% product %.1f%% finish %.1f%% "
-               "outputs %.1f%%\n",
+               "outputs %.1f%% | segment passes: setup %.1f%% next-chunk gathers %.1f%%\n",
                p.threads, a.mode, math, pipeline, segments, (long long)a.n_jobs, p.grid, p.tile, p.rows, p.w_shared, p.smem, sum[4] / 1e6, sum[5],
-               sum[5] > 0 ? (sum[0] + sum[1] + sum[2]) / sum[5] : 0.0, 100 * sum[0] / tot, 100 * sum[1] / tot,
-               100 * sum[2] / tot, 100 * sum[3] / tot);
+               sum[5] > 0 ? (sum[0] + sum[1] + sum[2] + sum[6] + sum[7]) / sum[5] : 0.0, 100 * sum[0] / tot, 100 * sum[1] / tot,
+               100 * sum[2] / tot, 100 * sum[3] / tot, 100 * sum[6] / tot, 100 * sum[7] / tot);
   return cudaSuccess;
 }
 
