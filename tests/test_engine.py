@@ -284,9 +284,8 @@ def test_connected_light_cone(device, monkeypatch, shape, dtype):
 
 @pytest.mark.parametrize(
     "switch,values,channels",
-    [("NAQS_PIXELCNN_SPECIALIZE", ("1", "0"), 32), ("NAQS_PIXELCNN_SEGMENTS", ("1", "0", "2"), 8),
-     ("NAQS_PIXELCNN_GATHER_SPLIT", ("1", "0", "2"), 32)],
-    ids=["specialize", "segments", "gather-split"],
+    [("NAQS_PIXELCNN_SPECIALIZE", ("1", "0"), 32), ("NAQS_PIXELCNN_SEGMENTS", ("1", "0", "2"), 8)],
+    ids=["specialize", "segments"],
 )
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 def test_kernel_switches_agree(device, monkeypatch, switch, values, channels, dtype):
@@ -294,9 +293,7 @@ def test_kernel_switches_agree(device, monkeypatch, switch, values, channels, dt
     samples, log psi and connected log psi: the 32-channel kernel (compile-time channel
     count) and the generic one (NAQS_PIXELCNN_SPECIALIZE=0); the input layouts
     (NAQS_PIXELCNN_SEGMENTS: 0 windows tap by tap, 1 row segments on passes of >= 3
-    positions per job, 2 segments on every pass over rows); when the segment path issues
-    the next chunk's copies (NAQS_PIXELCNN_GATHER_SPLIT: before the product, after it, half
-    and half)."""
+    positions per job, 2 segments on every pass over rows)."""
     if device.type != "cuda":
         pytest.skip("a switch of the CUDA kernel")
     model = _model(5, 6, 3, channels, dtype, device, seed=3)
@@ -415,11 +412,6 @@ def test_tensor_core_math(device, monkeypatch, math_mode, tol):
         e_win = local_energy(model, ham, spins, log_psi=log_psi)
         rel = ((e_seg - e_win).abs() / e_win.abs().clamp_min(1e-12)).max().item()
         assert rel < 1e-5, (threads, rel)
-        monkeypatch.delenv("NAQS_PIXELCNN_SEGMENTS")
-        for split in ("0", "2"):  # copies issued at other times: the same sums
-            monkeypatch.setenv("NAQS_PIXELCNN_GATHER_SPLIT", split)
-            torch.testing.assert_close(local_energy(model, ham, spins, log_psi=log_psi), e_seg, atol=0, rtol=0)
-        monkeypatch.delenv("NAQS_PIXELCNN_GATHER_SPLIT")
 
 
 def test_engine_math_switch(monkeypatch):

@@ -199,10 +199,6 @@ struct Ctx {
   const int* cols_h;
   const int* cols_v;
   int tile, rows, S, WS, pipeline, math;
-  // pass_seg: when a chunk issues the next chunk's copies: 1 all before its product, 0 all
-  // after it (overlapping the other warps' products and the finishing phase), 2 half and
-  // half (NAQS_PIXELCNN_GATHER_SPLIT)
-  int gather_split;
   int nthreads;  // blockDim.x (the kernel's template value: a compile-time constant)
   int prefetch;  // kSample: single-position passes start the next block's windows early
   int red_swz;     // column mask of red's swizzle (C4 - 1 for a power-of-two C4, else 0)
@@ -844,9 +840,8 @@ struct Ctx {
   // thread per piece of up to 4 16-byte units of one column part (h: [h_{l-1} | v_l],
   // v: v_{l-1}), so that the index arithmetic (job, column, cone test, address) runs
   // once per piece rather than once per unit.
-  // which: 0 every piece, 1 the first half of them, 2 the second half.
   __device__ void gather_seg(bool is_h, int xb, int nx, const FastDiv& by_nx, const FastDiv& by_nx2, int p0, int nr,
-                             T* buf, int RS, int which = 0) const {
+                             T* buf, int RS) const {
     const int C = d.channels, cin = is_h ? 2 * C : C;
     constexpr int VE = 16 / int(sizeof(T));
     const int upp = C / VE;                  // 16-byte units per part (C % 4 == 0)
@@ -861,9 +856,8 @@ struct Ctx {
     const bool pieces_pow2 = (pieces & (pieces - 1)) == 0;  // (always for 32 channels: 4 or 2)
     const int pieces_log2 = 31 - __clz(pieces);
     const int x_first = xb + q0 - (is_h ? 2 : 1);  // lattice column of column 0
-    const int e_lo = which == 2 ? total / 2 : 0, e_hi = which == 1 ? total / 2 : total;
 #pragma unroll 1
-    for (int e = e_lo + int(threadIdx.x); e < e_hi; e += nthreads) {
+    for (int e = threadIdx.x; e < total; e += nthreads) {
       const int rest = pieces_pow2 ? e >> pieces_log2 : by_pieces.div(e), pc = e - rest * pieces;
       const int part = pc >= ppp ? 1 : 0, c = (pc - part * ppp) * pu * VE;
       const int dy = (rest >= ncols) + (rest >= 2 * ncols), sc = rest - dy * ncols;  // rest < 3 ncols
@@ -941,12 +935,11 @@ struct Ctx {
       const T* cur = xs + (c & 1) * BS;
       const int pn = p0 + nr;
       const int nrn = pn < npairs ? seg_chunk(pn, npairs, nx, by_nx) : 0;
-      T* nxt = xs + ((c + 1) & 1) * BS;  // chunk c - 1's buffer (finished: the last barrier)
       if (nrn > 0) {
-        if (gather_split != 0) gather_seg(is_h, xb, nx, by_nx, by_nx2, pn, nrn, nxt, RS, gather_split == 2 ? 1 : 0);
-        cp_async_commit();  // (possibly empty)
+        gather_seg(is_h, xb, nx, by_nx, by_nx2, pn, nrn, xs + ((c + 1) & 1) * BS, RS);
+        cp_async_commit();
         tick(7, t0);
-        cp_async_wait_1();  // everything but the copies just issued: chunk c's
+        cp_async_wait_1();  // everything but the copies just issued
       } else {
         cp_async_wait_all();
       }
@@ -985,10 +978,6 @@ struct Ctx {
         } else {
           product<false, true>(K, W, rows4, cur, sg);
         }
-      }
-      if (nrn > 0 && gather_split != 1) {  // waited for by the next chunk's wait_1
-        gather_seg(is_h, xb, nx, by_nx, by_nx2, pn, nrn, nxt, RS, gather_split == 2 ? 2 : 0);
-        cp_async_commit();
       }
       __syncthreads();
       tick(1, t0);
@@ -1110,7 +1099,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
                                                         Weights<T> w,      // kernel layout, see walker.h
                                                         WalkArgs<T> a,     // inputs/outputs of the mode
                                                         int tile, int rows, int xs_stride, int w_shared,
-                                                        int pipeline, int segments, int prefetch, int gather_split,
+                                                        int pipeline, int segments, int prefetch,
                                                         T* __restrict__ ring,         // [grid][tile][2][L][3][Lx][C]
                                                         int8_t* __restrict__ confs,   // [grid][tile][N]
                                                         unsigned long long* __restrict__ tiles_taken,  // zeroed
@@ -1132,7 +1121,6 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   cx.nthreads = kThr;
   cx.prefetch = prefetch && w_shared && !pipeline && tile <= rows;
   cx.pipeline = pipeline;
-  cx.gather_split = gather_split;
   cx.WS = d.c4 + 8;  // padded: conflict-free B fragments of the MMA path
   // tensor-core products need the weights in shared memory and 8 | C <= 32
   cx.math = (sizeof(T) == 4 && w_shared && C % 8 == 0 && C <= 32) ? kMath : int(kFFMA);
@@ -1532,15 +1520,11 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   // windows (A/B of pass()'s prefetch).
   const char* pf_env = std::getenv("NAQS_PIXELCNN_PREFETCH");
   const int prefetch = pf_env && pf_env[0] == '0' ? 0 : 1;
-  // NAQS_PIXELCNN_GATHER_SPLIT=0|1|2: the segment path's next-chunk copies issued after
-  // the product, before it (default), or half and half (Ctx::gather_split).
-  const char* gs_env = std::getenv("NAQS_PIXELCNN_GATHER_SPLIT");
-  const int gather_split = gs_env && (gs_env[0] == '0' || gs_env[0] == '2') ? gs_env[0] - '0' : 1;
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
   const auto kernel = kernel_for<T>(p.threads, d.channels, math);
   if (!(env && env[0] == '1')) {
-    kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared, pipeline,
-                                                  segments, prefetch, gather_split, ring, confs, tiles_taken, nullptr);
+    kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared,
+                                                          pipeline, segments, prefetch, ring, confs, tiles_taken, nullptr);
     return cudaGetLastError();
   }
   // Diagnostics: per-CTA clock64 counters of thread 0 (time in each phase, barrier
@@ -1550,7 +1534,7 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   if (err != cudaSuccess) return err;
   cudaMemsetAsync(prof, 0, sizeof(long long) * 8 * p.grid, stream);
   kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared, pipeline,
-                                                segments, prefetch, gather_split, ring, confs, tiles_taken, prof);
+                                                segments, prefetch, ring, confs, tiles_taken, prof);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   std::vector<long long> h(size_t(8) * p.grid);
   if ((err = cudaMemcpyAsync(h.data(), prof, h.size() * sizeof(long long), cudaMemcpyDeviceToHost, stream)) !=
