@@ -285,8 +285,8 @@ def test_connected_light_cone(device, monkeypatch, shape, dtype):
 @pytest.mark.parametrize(
     "switch,values,channels",
     [("NAQS_PIXELCNN_SPECIALIZE", ("1", "0"), 32), ("NAQS_PIXELCNN_SEGMENTS", ("1", "0", "2"), 8),
-     ("NAQS_PIXELCNN_COALESCED", ("0", "1"), 32)],
-    ids=["specialize", "segments", "coalesced"],
+     ("NAQS_PIXELCNN_PIECE", ("4", "8"), 32)],
+    ids=["specialize", "segments", "piece"],
 )
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 def test_kernel_switches_agree(device, monkeypatch, switch, values, channels, dtype):
@@ -294,9 +294,8 @@ def test_kernel_switches_agree(device, monkeypatch, switch, values, channels, dt
     samples, log psi and connected log psi: the 32-channel kernel (compile-time channel
     count) and the generic one (NAQS_PIXELCNN_SPECIALIZE=0); the input layouts
     (NAQS_PIXELCNN_SEGMENTS: 0 windows tap by tap, 1 row segments on passes of >= 3
-    positions per job, 2 segments on every pass over rows); how the segment copies are
-    spread over the threads (NAQS_PIXELCNN_COALESCED=1: the float32 32-channel instances
-    whose warps copy whole column parts)."""
+    positions per job, 2 segments on every pass over rows); the segment copies' pieces
+    (NAQS_PIXELCNN_PIECE: 4 or 8 16-byte units a thread)."""
     if device.type != "cuda":
         pytest.skip("a switch of the CUDA kernel")
     model = _model(5, 6, 3, channels, dtype, device, seed=3)
@@ -415,12 +414,6 @@ def test_tensor_core_math(device, monkeypatch, math_mode, tol):
         e_win = local_energy(model, ham, spins, log_psi=log_psi)
         rel = ((e_seg - e_win).abs() / e_win.abs().clamp_min(1e-12)).max().item()
         assert rel < 1e-5, (threads, rel)
-    # the instance whose segment copies cover whole column parts: the same products
-    monkeypatch.delenv("NAQS_PIXELCNN_SEGMENTS")
-    monkeypatch.delenv("NAQS_PIXELCNN_THREADS")
-    e_seg = local_energy(model, ham, spins, log_psi=log_psi)
-    monkeypatch.setenv("NAQS_PIXELCNN_COALESCED", "1")
-    torch.testing.assert_close(local_energy(model, ham, spins, log_psi=log_psi), e_seg, atol=1e-12, rtol=1e-12)
 
 
 def test_engine_math_switch(monkeypatch):

@@ -189,7 +189,7 @@ enum Math : int { kFFMA = 0, k3xTF32 = 1, kTF32 = 2 };
 // kMath: the tensor-core mode compiled into this kernel instance (kFFMA: none, so the
 // default kernel carries no MMA code and its registers); `math` is kMath when the
 // network allows it (float, weights in shared memory, 8 | C <= 32), else kFFMA.
-template <typename T, int kMath = kFFMA, int kThr = 512, int kCC = 0, bool kCoal = false>
+template <typename T, int kMath = kFFMA, int kThr = 512, int kCC = 0>
 struct Ctx {
   Dims d;
   Weights<T> w;
@@ -199,10 +199,7 @@ struct Ctx {
   const int* cols_h;
   const int* cols_v;
   int tile, rows, S, WS, pipeline, math;
-  // gather_seg: kCoal: a warp's copies cover whole column parts (lanes 8 q .. 8 q + 7 the 8
-  // 16-byte units of one column part, four columns a lane), else pieces of 4 units a
-  // thread (a compile-time choice: both paths in one instance spilled the 255-register
-  // TF32 one)
+  int piece8;  // gather_seg: pieces of 8 16-byte units (a whole 32-channel column part), else 4
   int nthreads;  // blockDim.x (the kernel's template value: a compile-time constant)
   int prefetch;  // kSample: single-position passes start the next block's windows early
   int red_swz;     // column mask of red's swizzle (C4 - 1 for a power-of-two C4, else 0)
@@ -846,10 +843,10 @@ struct Ctx {
   // once per piece rather than once per unit.
   __device__ void gather_seg(bool is_h, int xb, int nx, const FastDiv& by_nx, const FastDiv& by_nx2, int p0, int nr,
                              T* buf, int RS) const {
-    const int C = kCC > 0 ? kCC : d.channels, cin = is_h ? 2 * C : C;
+    const int C = d.channels, cin = is_h ? 2 * C : C;
     constexpr int VE = 16 / int(sizeof(T));
     const int upp = C / VE;                  // 16-byte units per part (C % 4 == 0)
-    const int pu = upp % 4 == 0 ? 4 : upp;   // units per piece
+    const int pu = piece8 && upp % 8 == 0 ? 8 : (upp % 4 == 0 ? 4 : upp);  // units per piece
     const int ppp = upp / pu;                // pieces per part
     const int pieces = (is_h ? 2 : 1) * ppp; // pieces per column
     const int j0 = by_nx.div(p0), q0 = p0 - j0 * nx;
@@ -860,39 +857,6 @@ struct Ctx {
     const bool pieces_pow2 = (pieces & (pieces - 1)) == 0;  // (always for 32 channels: 4 or 2)
     const int pieces_log2 = 31 - __clz(pieces);
     const int x_first = xb + q0 - (is_h ? 2 : 1);  // lattice column of column 0
-    // Buffer column sc of input row dy, part `part`, unit offset c: where it comes from
-    // (null: zeros) and where it goes.
-    auto copy_unit = [&](int dy, int sc, int part, int c) {
-      int jj = 0, xx = x_first + sc;
-      if (sc >= n0 + 2) {
-        const int t = sc - (n0 + 2);
-        jj = 1 + by_nx2.div(t);
-        xx = xb - (is_h ? 2 : 1) + (t - (jj - 1) * (nx + 2));
-      }
-      const RowSrc<T>& rs = rsrc[((j0 + jj) * 3 + dy) * 2 + part];
-      const T* src = nullptr;
-      if (rs.ring && xx >= 0 && (is_h || xx < d.lx))
-        src = (rs.store && !in_cols(rs.cols, xx) ? rs.store : rs.ring) + xx * C + c;
-      cp_async<16>(buf + dy * RS + sc * (cin + kSegPad) + part * C + c, src, w.bo);
-    };
-    if (kCoal && (upp & (upp - 1)) == 0) {  // (compile-time for 32 channels)
-      // one 16-byte unit u of four consecutive columns a lane: the upp lanes of a column
-      // part copy its C channels (whole 128-byte lines for 32 channels), so a warp's copy
-      // touches 32 / upp lines, not one line per lane pair
-      const int parts = is_h ? 2 : 1, ng = (ncols + 3) >> 2, ulog = 31 - __clz(upp);
-      const int items = 3 * parts * ng * upp;
-      const FastDiv by_ng(ng, items);
-#pragma unroll 1
-      for (int e = threadIdx.x; e < items; e += nthreads) {
-        const int u = e & (upp - 1), rest = e >> ulog;
-        const int dp = by_ng.div(rest), g4 = rest - dp * ng;
-        const int dy = is_h ? dp >> 1 : dp, part = is_h ? dp & 1 : 0;
-#pragma unroll
-        for (int i = 0; i < 4; ++i)
-          if (4 * g4 + i < ncols) copy_unit(dy, 4 * g4 + i, part, u * VE);
-      }
-      return;
-    }
 #pragma unroll 1
     for (int e = threadIdx.x; e < total; e += nthreads) {
       const int rest = pieces_pow2 ? e >> pieces_log2 : by_pieces.div(e), pc = e - rest * pieces;
@@ -912,6 +876,9 @@ struct Ctx {
       if (pu == 4) {
 #pragma unroll
         for (int u = 0; u < 4; ++u) cp_async<16>(dst + u * VE, src ? src + u * VE : nullptr, w.bo);
+      } else if (pu == 8) {
+#pragma unroll
+        for (int u = 0; u < 8; ++u) cp_async<16>(dst + u * VE, src ? src + u * VE : nullptr, w.bo);
       } else {
         for (int u = 0; u < pu; ++u) cp_async<16>(dst + u * VE, src ? src + u * VE : nullptr, w.bo);
       }
@@ -1131,12 +1098,12 @@ struct Ctx {
 // count, the padded weight rows and everything derived from them are compile-time
 // constants (shifts instead of integer divisions, immediate offsets, fewer registers);
 // kCC = 0: any channel count.
-template <typename T, int kThr, int kCC, int kMath, bool kCoal = false>
+template <typename T, int kThr, int kCC, int kMath>
 __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lattice and network sizes
                                                         Weights<T> w,      // kernel layout, see walker.h
                                                         WalkArgs<T> a,     // inputs/outputs of the mode
                                                         int tile, int rows, int xs_stride, int w_shared,
-                                                        int pipeline, int segments, int prefetch,
+                                                        int pipeline, int segments, int prefetch, int piece8,
                                                         T* __restrict__ ring,         // [grid][tile][2][L][3][Lx][C]
                                                         int8_t* __restrict__ confs,   // [grid][tile][N]
                                                         unsigned long long* __restrict__ tiles_taken,  // zeroed
@@ -1150,7 +1117,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   }
   const int C = d.channels, N = d.n_sites, L = d.blocks;
   const int kmax = max(18 * C, 9 * (1 + C));
-  Ctx<T, kMath, kThr, kCC, kCoal> cx;
+  Ctx<T, kMath, kThr, kCC> cx;
   cx.d = d;
   cx.w = w;
   cx.tile = tile;
@@ -1158,10 +1125,11 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   cx.nthreads = kThr;
   cx.prefetch = prefetch && w_shared && !pipeline && tile <= rows;
   cx.pipeline = pipeline;
+  cx.piece8 = piece8;
   cx.WS = d.c4 + 8;  // padded: conflict-free B fragments of the MMA path
   // tensor-core products need the weights in shared memory and 8 | C <= 32
   cx.math = (sizeof(T) == 4 && w_shared && C % 8 == 0 && C <= 32) ? kMath : int(kFFMA);
-  if constexpr (Ctx<T, kMath, kThr, kCC, kCoal>::kBRegs) {
+  if constexpr (Ctx<T, kMath, kThr, kCC>::kBRegs) {
     if (cx.math != kTF32) __trap();  // plan() never launches it so (no FFMA fallback)
   }
   cx.S = xs_stride;
@@ -1169,13 +1137,13 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   // segment path: two [3][ncol][2C + pad] buffers (padded columns) in the space of the
   // window chunk
   cx.ncol = (segments && C % 4 == 0 && !pipeline)
-                ? rows * xs_stride / (6 * (2 * C + Ctx<T, kMath, kThr, kCC, kCoal>::kSegPad))
+                ? rows * xs_stride / (6 * (2 * C + Ctx<T, kMath, kThr, kCC>::kSegPad))
                 : 0;
   if (cx.ncol < 8) cx.ncol = 0;
   cx.seg_min_nx = segments == 2 ? 1 : 3;
   cx.xs = reinterpret_cast<T*>(smem_raw);
   cx.red = cx.xs + size_t(rows) * xs_stride;
-  cx.hcur = cx.red + size_t(red_elems(kThr, rows, d.c4, Ctx<T, kMath, kThr, kCC, kCoal>::kBRegs));
+  cx.hcur = cx.red + size_t(red_elems(kThr, rows, d.c4, Ctx<T, kMath, kThr, kCC>::kBRegs));
   cx.raw = cx.hcur + size_t(tile) * C;
   // byte offsets from smem_raw (pointers derived from it stay shared-space loads)
   size_t off = (size_t(reinterpret_cast<unsigned char*>(cx.raw + size_t(tile) * kOutChunk * 4) - smem_raw) + 15) &
@@ -1413,12 +1381,6 @@ bool specialized(int channels, int math) {
 template <typename T>
 auto kernel_for(int threads, int channels, int math) {
   const bool c32 = specialized(channels, math);
-  // NAQS_PIXELCNN_COALESCED=1: the instances with whole-line segment copies (A/B)
-  const char* co_env = std::getenv("NAQS_PIXELCNN_COALESCED");
-  if (co_env && co_env[0] == '1' && c32 && sizeof(T) == 4) {
-    if (threads == 256 && math == kTF32) return walk_kernel<T, 256, 32, kTF32, true>;
-    if (threads == 512 && math == kFFMA) return walk_kernel<T, 512, 32, kFFMA, true>;
-  }
   if constexpr (sizeof(T) == 4) {
     if (threads == 512 && math == k3xTF32)
       return c32 ? walk_kernel<T, 512, 32, k3xTF32> : walk_kernel<T, 512, 0, k3xTF32>;
@@ -1563,12 +1525,15 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   // windows (A/B of pass()'s prefetch).
   const char* pf_env = std::getenv("NAQS_PIXELCNN_PREFETCH");
   const int prefetch = pf_env && pf_env[0] == '0' ? 0 : 1;
-
+  // NAQS_PIXELCNN_PIECE=8: gather_seg copies a whole 32-channel column part per thread
+  // (A/B of its per-piece index arithmetic against the copies themselves)
+  const char* pc_env = std::getenv("NAQS_PIXELCNN_PIECE");
+  const int piece8 = pc_env && pc_env[0] == '8' ? 1 : 0;
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
   const auto kernel = kernel_for<T>(p.threads, d.channels, math);
   if (!(env && env[0] == '1')) {
     kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared, pipeline,
-                                                  segments, prefetch, ring, confs, tiles_taken, nullptr);
+                                                  segments, prefetch, piece8, ring, confs, tiles_taken, nullptr);
     return cudaGetLastError();
   }
   // Diagnostics: per-CTA clock64 counters of thread 0 (time in each phase, barrier
@@ -1578,7 +1543,7 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   if (err != cudaSuccess) return err;
   cudaMemsetAsync(prof, 0, sizeof(long long) * 8 * p.grid, stream);
   kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared, pipeline,
-                                                segments, prefetch, ring, confs, tiles_taken, prof);
+                                                segments, prefetch, piece8, ring, confs, tiles_taken, prof);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   std::vector<long long> h(size_t(8) * p.grid);
   if ((err = cudaMemcpyAsync(h.data(), prof, h.size() * sizeof(long long), cudaMemcpyDeviceToHost, stream)) !=
