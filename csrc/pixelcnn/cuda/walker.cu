@@ -199,7 +199,6 @@ struct Ctx {
   const int* cols_h;
   const int* cols_v;
   int tile, rows, S, WS, pipeline, math;
-  int piece8;  // gather_seg: pieces of 8 16-byte units (a whole 32-channel column part), else 4
   int nthreads;  // blockDim.x (the kernel's template value: a compile-time constant)
   int prefetch;  // kSample: single-position passes start the next block's windows early
   int red_swz;     // column mask of red's swizzle (C4 - 1 for a power-of-two C4, else 0)
@@ -846,7 +845,7 @@ struct Ctx {
     const int C = d.channels, cin = is_h ? 2 * C : C;
     constexpr int VE = 16 / int(sizeof(T));
     const int upp = C / VE;                  // 16-byte units per part (C % 4 == 0)
-    const int pu = piece8 && upp % 8 == 0 ? 8 : (upp % 4 == 0 ? 4 : upp);  // units per piece
+    const int pu = upp % 4 == 0 ? 4 : upp;   // units per piece
     const int ppp = upp / pu;                // pieces per part
     const int pieces = (is_h ? 2 : 1) * ppp; // pieces per column
     const int j0 = by_nx.div(p0), q0 = p0 - j0 * nx;
@@ -876,9 +875,6 @@ struct Ctx {
       if (pu == 4) {
 #pragma unroll
         for (int u = 0; u < 4; ++u) cp_async<16>(dst + u * VE, src ? src + u * VE : nullptr, w.bo);
-      } else if (pu == 8) {
-#pragma unroll
-        for (int u = 0; u < 8; ++u) cp_async<16>(dst + u * VE, src ? src + u * VE : nullptr, w.bo);
       } else {
         for (int u = 0; u < pu; ++u) cp_async<16>(dst + u * VE, src ? src + u * VE : nullptr, w.bo);
       }
@@ -1103,7 +1099,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
                                                         Weights<T> w,      // kernel layout, see walker.h
                                                         WalkArgs<T> a,     // inputs/outputs of the mode
                                                         int tile, int rows, int xs_stride, int w_shared,
-                                                        int pipeline, int segments, int prefetch, int piece8,
+                                                        int pipeline, int segments, int prefetch,
                                                         T* __restrict__ ring,         // [grid][tile][2][L][3][Lx][C]
                                                         int8_t* __restrict__ confs,   // [grid][tile][N]
                                                         unsigned long long* __restrict__ tiles_taken,  // zeroed
@@ -1125,7 +1121,6 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   cx.nthreads = kThr;
   cx.prefetch = prefetch && w_shared && !pipeline && tile <= rows;
   cx.pipeline = pipeline;
-  cx.piece8 = piece8;
   cx.WS = d.c4 + 8;  // padded: conflict-free B fragments of the MMA path
   // tensor-core products need the weights in shared memory and 8 | C <= 32
   cx.math = (sizeof(T) == 4 && w_shared && C % 8 == 0 && C <= 32) ? kMath : int(kFFMA);
@@ -1525,15 +1520,11 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   // windows (A/B of pass()'s prefetch).
   const char* pf_env = std::getenv("NAQS_PIXELCNN_PREFETCH");
   const int prefetch = pf_env && pf_env[0] == '0' ? 0 : 1;
-  // NAQS_PIXELCNN_PIECE=8: gather_seg copies a whole 32-channel column part per thread
-  // (A/B of its per-piece index arithmetic against the copies themselves)
-  const char* pc_env = std::getenv("NAQS_PIXELCNN_PIECE");
-  const int piece8 = pc_env && pc_env[0] == '8' ? 1 : 0;
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
   const auto kernel = kernel_for<T>(p.threads, d.channels, math);
   if (!(env && env[0] == '1')) {
-    kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared, pipeline,
-                                                  segments, prefetch, piece8, ring, confs, tiles_taken, nullptr);
+    kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared,
+                                                          pipeline, segments, prefetch, ring, confs, tiles_taken, nullptr);
     return cudaGetLastError();
   }
   // Diagnostics: per-CTA clock64 counters of thread 0 (time in each phase, barrier
@@ -1543,7 +1534,7 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   if (err != cudaSuccess) return err;
   cudaMemsetAsync(prof, 0, sizeof(long long) * 8 * p.grid, stream);
   kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared, pipeline,
-                                                segments, prefetch, piece8, ring, confs, tiles_taken, prof);
+                                                segments, prefetch, ring, confs, tiles_taken, prof);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   std::vector<long long> h(size_t(8) * p.grid);
   if ((err = cudaMemcpyAsync(h.data(), prof, h.size() * sizeof(long long), cudaMemcpyDeviceToHost, stream)) !=
