@@ -1191,20 +1191,16 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
       m.hw = my_ring;
       m.vw = my_ring + ring_job;
       m.R = 3;
-      if (a.mode == kSample) {
+      if (a.mode != kConnected) {
         m.b = job;
-        m.s_w = a.spins_out + job * N;
-        m.s = m.s_w;
-        m.u = a.uniforms + job * N;
-        if (a.store_h && m.valid) {  // keep every activation, as kForward does
-          m.hw = a.store_h + job * store_job;
-          m.vw = a.store_v + job * store_job;
-          m.R = d.ly;
+        if (a.mode == kSample) {
+          m.s_w = a.spins_out + job * N;
+          m.s = m.s_w;
+          m.u = a.uniforms + job * N;
+        } else {
+          m.s = a.spins + job * N;
         }
-      } else if (a.mode == kForward) {
-        m.b = job;
-        m.s = a.spins + job * N;
-        if (a.store_h && m.valid) {
+        if (a.store_h && m.valid) {  // keep every activation (the storage replaces the rings)
           m.hw = a.store_h + job * store_job;
           m.vw = a.store_v + job * store_job;
           m.R = d.ly;
