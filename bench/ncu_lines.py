@@ -11,6 +11,7 @@ in (the last ``name(`` of a ``__device__`` / ``__global__`` definition above it)
 
 from __future__ import annotations
 
+import bisect
 import collections
 import csv
 import gzip
@@ -64,6 +65,18 @@ def functions(source: str) -> list[tuple[int, str]]:
     return out
 
 
+def function_of(source: str):
+    """line -> the walker.cu function that line lies in ('?' above the first one)."""
+    funcs = functions(source)
+    starts = [start for start, _ in funcs]
+
+    def func_of(line: int) -> str:
+        i = bisect.bisect_right(starts, line) - 1
+        return funcs[i][1] if i >= 0 else "?"
+
+    return func_of
+
+
 def main(argv: list[str]) -> None:
     header, rows = read_csv(argv[0])
     c_addr = column(header, "Address")
@@ -74,15 +87,7 @@ def main(argv: list[str]) -> None:
     addrs = [int(r[c_addr], 16) for r in rows if r and r[c_addr].startswith("0x")]
     base = min(addrs)
     lines = line_table(argv[1]) if len(argv) > 1 else {}
-    funcs = functions(argv[2] if len(argv) > 2 else "csrc/pixelcnn/cuda/walker.cu")
-
-    def func_of(line: int) -> str:
-        name = "?"
-        for start, f in funcs:
-            if start > line:
-                break
-            name = f
-        return name
+    func_of = function_of(argv[2] if len(argv) > 2 else "csrc/pixelcnn/cuda/walker.cu")
 
     def num(text: str) -> float:
         try:

@@ -18,7 +18,7 @@ import collections
 import re
 import sys
 
-from ncu_lines import functions
+from ncu_lines import function_of
 
 # The functions run per chunk or per k-step (the rest run per tile, pass or row).
 HOT = ("product", "product_mma", "product_tf32_regs", "mma_tf32", "rna_bits", "to_tf32", "load_b_regs",
@@ -33,15 +33,7 @@ def instance(symbol: str) -> str:
 
 
 def spills(sass_path: str, source: str) -> dict[str, collections.Counter]:
-    funcs = functions(source)
-
-    def func_of(line: int) -> str:
-        name = "?"
-        for start, f in funcs:
-            if start > line:
-                break
-            name = f
-        return name
+    func_of = function_of(source)
 
     out: dict[str, collections.Counter] = {}
     kernel, where = None, "?"  # where: the function (walker.cu) or file of the current line
