@@ -567,7 +567,8 @@ struct Ctx {
   // 512 threads (16 warps, at most 128 registers a thread): warps w and w + 8 run warp
   // w's schedule of the 256-thread product for n-tiles 0-1 and 2-3 respectively, so a
   // warp keeps half the B fragments (36 registers) and the SM runs twice the warps; the
-  // A operands are read twice as often.
+  // A operands are read twice as often (local energies 20-40% slower than at 256
+  // threads, runs 43 and 49: plan() gives this instance the sampler's walks).
   static constexpr bool kBRegs = kMath == kTF32 && (kThr == 256 || kThr == 512) && kCC == 32;
   static constexpr int kSteps = 9;           // k-steps of a warp's K slice (one per window column)
   static constexpr int kNTW = kThr == 512 ? 2 : 4;  // n-tiles of a warp (8 channels each)
@@ -1421,18 +1422,20 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   // TF32 row walks (local energies and their forward walk, log psi) of 32-channel
   // networks: 256 threads, the register-B instance (E_loc 734 vs 778 ms at 21x21/20
   // already in run 24, before its product was rewritten; the forward walk 4.83 vs 7.06
-  // Mcycles a CTA at 12x12/10/1000, run 38; the sampler's site walk stays at 512: 108
-  // vs 115 ms at 21x21/20/4096, run 40).
+  // Mcycles a CTA at 12x12/10/1000, run 38; local energies at 512 threads 591 vs 418 ms
+  // at 21x21/20, run 49; the sampler's site walk stays at 512: 105 vs 115 ms at
+  // 21x21/20/4096, run 49).
   if (sizeof(T) == 4 && p.math == kTF32 && mode != kSample && specialized(d.channels, p.math)) p.threads = 256;
   if (thr_env && std::string(thr_env) == "256") p.threads = 256;
   if (thr_env && std::string(thr_env) == "512") p.threads = 512;
   const char* env = std::getenv("NAQS_PIXELCNN_WEIGHTS_SMEM");
   const bool allow_ws = !(env && env[0] == '0');
-  // the register-B TF32 instance needs the weights in shared memory (Ctx::kBRegs)
+  // without the weights in shared memory a TF32 walk takes the generic instance
+  // (specialized()), which has tensor-core products only at 512 threads
   if (p.threads == 256 && p.math == kTF32 && !allow_ws) p.threads = 512;
   const auto kernel = kernel_for<T>(p.threads, d.channels, p.math);
-  // the instance walk_kernel<float, 256, 32, kTF32> keeps B fragments in registers and
-  // needs 8 K groups of partial sums (Ctx::kBRegs)
+  // the 32-channel TF32 instances (256 and 512 threads) keep B fragments in registers and
+  // need 8 K groups of partial sums (Ctx::kBRegs)
   const bool b_regs = sizeof(T) == 4 && (p.threads == 256 || p.threads == 512) && p.math == kTF32 &&
                       specialized(d.channels, p.math);
   p.xs_stride = xs_stride_of(d);
