@@ -54,6 +54,7 @@ namespace {
 constexpr int kMaxRows = 32;   // rows of one product chunk
 constexpr int kOutChunk = 16;  // sites per chunk of the row output phase
 constexpr int kMaxSplit = 16;  // K-split groups of a product
+constexpr int kProfSlots = 16;  // NAQS_PIXELCNN_PROFILE=1 counters per CTA (Ctx::prof)
 
 template <typename T>
 struct Member {
@@ -214,11 +215,19 @@ struct Ctx {
   T** orow;         // [tile]              segment path: output row of the pass (column 0)
   // NAQS_PIXELCNN_PROFILE=1: this CTA's clock64 counters (thread 0; in shared memory: a
   // global read-modify-write per tick stalled warp 0, and with it the next barrier, for
-  // hundreds of cycles), else null. Slots: 0 gather+wait (pass_seg: wait and barrier
-  // only), 1 product, 2 finishing phase, 3 row outputs, 4 whole kernel, 5 chunks,
-  // 6 pass_seg's setup (row tables, first gather), 7 pass_seg's gathers of the next chunk.
+  // hundreds of cycles), else null. Slots (kProfSlots): 0 gather+wait, 1 product, 2
+  // finishing phase, 3 row outputs, 4 whole kernel, 5 chunks; pass_seg splits its chunks
+  // further: 6 setup (row tables, first gather), 7 the next chunk's copies, 8 waiting for
+  // this chunk's copies (0: the barrier after it), 9 the product (1: the barrier after
+  // it), 10 staging the next pass's weights, 11 the finishing loop (2: its barrier);
+  // 8-11 in the 256-thread TF32 instance only (tick_fine).
   long long* prof;
 
+  // The segment chunks' finer slots 8-11 only in the 256-thread TF32 instance (in the
+  // 128-register ones the extra live counters added spills to the per-chunk code).
+  __device__ void tick_fine(int slot, long long& t0) const {
+    if constexpr (kBHold) tick(slot, t0);
+  }
   __device__ void tick(int slot, long long& t0) const {
     if (prof && threadIdx.x == 0) {
       const long long t1 = clock64();
@@ -944,6 +953,7 @@ struct Ctx {
       } else {
         cp_async_wait_all();
       }
+      tick_fine(8, t0);
       __syncthreads();
       if (kMath == kTF32 && c == 0 && math == kTF32) {  // the weights have landed
         if constexpr (kBHold) {
@@ -980,6 +990,7 @@ struct Ctx {
           product<false, true>(K, W, rows4, cur, sg);
         }
       }
+      tick_fine(9, t0);
       __syncthreads();
       tick(1, t0);
       if constexpr (kBHold) {
@@ -989,6 +1000,7 @@ struct Ctx {
       } else {
         if (nrn == 0 && wsm && next_l >= 0) stage_next(next_h, next_l);
       }
+      tick_fine(10, t0);
       // four channels per thread: 16-byte loads of the partial sums and the residual,
       // 16-byte stores (the same sums in the same order as bias_relu)
       for (int e = threadIdx.x; e < nr * CQ; e += nthreads) {
@@ -1008,6 +1020,7 @@ struct Ctx {
         for (int q = 0; q < 4; ++q) z[q] += res.v[q];
         store4_sh(orow[j] + x * C + o, z);
       }
+      tick_fine(11, t0);
       __syncthreads();
       tick(2, t0);
       if (prof && threadIdx.x == 0) prof[5] += 1;
@@ -1104,7 +1117,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
                                                         T* __restrict__ ring,         // [grid][tile][2][L][3][Lx][C]
                                                         int8_t* __restrict__ confs,   // [grid][tile][N]
                                                         unsigned long long* __restrict__ tiles_taken,  // zeroed
-                                                        long long* __restrict__ prof)  // [grid][8] or null
+                                                        long long* __restrict__ prof)  // [grid][kProfSlots] or null
 {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   Dims d = d_in;
@@ -1159,10 +1172,10 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   cx.orow = reinterpret_cast<T**>(cx.rsrc + tile * 6);
   cx.cols_h = cols_h;
   cx.cols_v = cols_v;
-  __shared__ long long prof_sh[8];  // (plan() leaves room for it)
+  __shared__ long long prof_sh[kProfSlots];  // (plan() leaves room for it)
   cx.prof = prof ? prof_sh : nullptr;
   if (cx.prof && threadIdx.x == 0)
-    for (int q = 0; q < 8; ++q) prof_sh[q] = 0;
+    for (int q = 0; q < kProfSlots; ++q) prof_sh[q] = 0;
   // the kernel's cycles (slot 4): the start subtracted now, the end added at the end (a
   // start time held in a register for the whole kernel spilled in the 255-register
   // instance)
@@ -1341,7 +1354,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   }
   if (cx.prof && threadIdx.x == 0) {
     cx.prof[4] += clock64();
-    for (int q = 0; q < 8; ++q) prof[8 * blockIdx.x + q] = prof_sh[q];
+    for (int q = 0; q < kProfSlots; ++q) prof[kProfSlots * blockIdx.x + q] = prof_sh[q];
   }
 }
 
@@ -1444,8 +1457,8 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   bool found = false;
   for (int ws = allow_ws ? 1 : 0; ws >= 0 && !found; --ws) {
     for (int rows = kMaxRows; rows >= 4 && !found; rows /= 2) {
-      // (optin - 80: the kernel's static shared memory, next_tile and the profile counters)
-      if (smem_bytes(d, rows, rows, sizeof(T), sizeof(Member<T>), ws != 0, p.threads, b_regs) <= size_t(optin) - 80) {
+      // (the kernel's static shared memory: next_tile and the profile counters)
+      if (smem_bytes(d, rows, rows, sizeof(T), sizeof(Member<T>), ws != 0, p.threads, b_regs) <= size_t(optin) - 16 - 8 * kProfSlots) {
         p.w_shared = ws;
         p.rows = rows;
         found = true;
@@ -1529,29 +1542,35 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   // Diagnostics: per-CTA clock64 counters of thread 0 (time in each phase, barrier
   // waits included), printed to stderr as fractions of the kernel's cycles.
   long long* prof = nullptr;
-  err = cudaMalloc(&prof, sizeof(long long) * 8 * p.grid);
+  err = cudaMalloc(&prof, sizeof(long long) * kProfSlots * p.grid);
   if (err != cudaSuccess) return err;
-  cudaMemsetAsync(prof, 0, sizeof(long long) * 8 * p.grid, stream);
+  cudaMemsetAsync(prof, 0, sizeof(long long) * kProfSlots * p.grid, stream);
   kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared, pipeline,
                                                 segments, prefetch, ring, confs, tiles_taken, prof);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
-  std::vector<long long> h(size_t(8) * p.grid);
+  std::vector<long long> h(size_t(kProfSlots) * p.grid);
   if ((err = cudaMemcpyAsync(h.data(), prof, h.size() * sizeof(long long), cudaMemcpyDeviceToHost, stream)) !=
       cudaSuccess)
     return err;
   if ((err = cudaStreamSynchronize(stream)) != cudaSuccess) return err;
   cudaFree(prof);
-  double sum[8] = {0};
+  double sum[kProfSlots] = {0};
   for (int b = 0; b < p.grid; ++b)
-    for (int q = 0; q < 8; ++q) sum[q] += double(h[size_t(b) * 8 + q]) / p.grid;
+    for (int q = 0; q < kProfSlots; ++q) sum[q] += double(h[size_t(b) * kProfSlots + q]) / p.grid;
   const double tot = sum[4] > 0 ? sum[4] : 1;
+  // the three phases as before the segment path's finer slots (see Ctx::prof)
+  const double gather = sum[0] + sum[8], product = sum[1] + sum[9], finish = sum[2] + sum[10] + sum[11];
   std::fprintf(stderr,
                "naqs-walker-profile threads=%d mode=%d math=%d pipeline=%d segments=%d jobs=%lld grid=%d tile=%d rows=%d w_shared=%d smem=%zu | per CTA: "
                "%.3g Mcycles, %.0f chunks (%.0f cycles each) | gather+wait %.1f%% product %.1f%% finish %.1f%% "
-               "outputs %.1f%% | segment passes: setup %.1f%% next-chunk gathers %.1f%%\n",
+               "outputs %.1f%% | segment passes: setup %.1f%% next-chunk gathers %.1f%% | thread 0 in segment chunks (256-thread TF32): "
+               "copy wait %.1f%% barrier %.1f%%, product %.1f%% barrier %.1f%%, weight staging %.1f%%, finishing %.1f%% "
+               "barrier %.1f%%\n",
                p.threads, a.mode, math, pipeline, segments, (long long)a.n_jobs, p.grid, p.tile, p.rows, p.w_shared, p.smem, sum[4] / 1e6, sum[5],
-               sum[5] > 0 ? (sum[0] + sum[1] + sum[2] + sum[6] + sum[7]) / sum[5] : 0.0, 100 * sum[0] / tot, 100 * sum[1] / tot,
-               100 * sum[2] / tot, 100 * sum[3] / tot, 100 * sum[6] / tot, 100 * sum[7] / tot);
+               sum[5] > 0 ? (gather + product + finish + sum[6] + sum[7]) / sum[5] : 0.0, 100 * gather / tot,
+               100 * product / tot, 100 * finish / tot, 100 * sum[3] / tot, 100 * sum[6] / tot, 100 * sum[7] / tot,
+               100 * sum[8] / tot, 100 * sum[0] / tot, 100 * sum[9] / tot, 100 * sum[1] / tot, 100 * sum[10] / tot,
+               100 * sum[11] / tot, 100 * sum[2] / tot);
   return cudaSuccess;
 }
 
