@@ -163,13 +163,6 @@ __device__ __forceinline__ void cp_async(void* dst, const void* src, const void*
   const void* s = src ? src : dummy;
   asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(d), "l"(s), "n"(kBytes), "r"(n) : "memory");
 }
-// The same for 16 bytes without allocating in L1 (cp.async.cg: L2 only).
-__device__ __forceinline__ void cp_async16_cg(void* dst, const void* src, const void* dummy) {
-  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  const int n = src ? 16 : 0;
-  const void* s = src ? src : dummy;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(s), "r"(n) : "memory");
-}
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
@@ -207,13 +200,6 @@ struct Ctx {
   const int* cols_h;
   const int* cols_v;
   int tile, rows, S, WS, pipeline, math;
-  // segment copies and weight staging through L2 only (NAQS_PIXELCNN_COPY_CG=1: A/B; the
-  // L1 beside 220 KB of shared memory is ~30 KB)
-  int copy_cg;
-  __device__ void copy16(void* dst, const void* src) const {
-    if (copy_cg) cp_async16_cg(dst, src, w.bo);
-    else cp_async<16>(dst, src, w.bo);
-  }
   int nthreads;  // blockDim.x (the kernel's template value: a compile-time constant)
   int prefetch;  // kSample: single-position passes start the next block's windows early
   int red_swz;     // column mask of red's swizzle (C4 - 1 for a power-of-two C4, else 0)
@@ -347,7 +333,7 @@ struct Ctx {
     const int n16 = K * per_row;
     for (int e = threadIdx.x; e < n16; e += blockDim.x) {
       const int k = e / per_row, c = (e - k * per_row) * VE;
-      copy16(wsm + k * WS + c, W + k * d.c4 + c);
+      cp_async<16>(wsm + k * WS + c, W + k * d.c4 + c, w.bo);
     }
   }
 
@@ -898,9 +884,9 @@ struct Ctx {
       T* dst = buf + dy * RS + sc * (cin + kSegPad) + part * C + c;
       if (pu == 4) {
 #pragma unroll
-        for (int u = 0; u < 4; ++u) copy16(dst + u * VE, src ? src + u * VE : nullptr);
+        for (int u = 0; u < 4; ++u) cp_async<16>(dst + u * VE, src ? src + u * VE : nullptr, w.bo);
       } else {
-        for (int u = 0; u < pu; ++u) copy16(dst + u * VE, src ? src + u * VE : nullptr);
+        for (int u = 0; u < pu; ++u) cp_async<16>(dst + u * VE, src ? src + u * VE : nullptr, w.bo);
       }
     }
   }
@@ -1127,7 +1113,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
                                                         Weights<T> w,      // kernel layout, see walker.h
                                                         WalkArgs<T> a,     // inputs/outputs of the mode
                                                         int tile, int rows, int xs_stride, int w_shared,
-                                                        int pipeline, int segments, int prefetch, int copy_cg,
+                                                        int pipeline, int segments, int prefetch,
                                                         T* __restrict__ ring,         // [grid][tile][2][L][3][Lx][C]
                                                         int8_t* __restrict__ confs,   // [grid][tile][N]
                                                         unsigned long long* __restrict__ tiles_taken,  // zeroed
@@ -1149,7 +1135,6 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   cx.nthreads = kThr;
   cx.prefetch = prefetch && w_shared && !pipeline && tile <= rows;
   cx.pipeline = pipeline;
-  cx.copy_cg = copy_cg;
   cx.WS = d.c4 + 8;  // padded: conflict-free B fragments of the MMA path
   // tensor-core products need the weights in shared memory and 8 | C <= 32
   cx.math = (sizeof(T) == 4 && w_shared && C % 8 == 0 && C <= 32) ? kMath : int(kFFMA);
@@ -1547,13 +1532,11 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   // windows (A/B of pass()'s prefetch).
   const char* pf_env = std::getenv("NAQS_PIXELCNN_PREFETCH");
   const int prefetch = pf_env && pf_env[0] == '0' ? 0 : 1;
-  const char* cg_env = std::getenv("NAQS_PIXELCNN_COPY_CG");
-  const int copy_cg = cg_env && cg_env[0] == '1' ? 1 : 0;
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
   const auto kernel = kernel_for<T>(p.threads, d.channels, math);
   if (!(env && env[0] == '1')) {
     kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared,
-                                                          pipeline, segments, prefetch, copy_cg, ring, confs, tiles_taken, nullptr);
+                                                          pipeline, segments, prefetch, ring, confs, tiles_taken, nullptr);
     return cudaGetLastError();
   }
   // Diagnostics: per-CTA clock64 counters of thread 0 (time in each phase, barrier
@@ -1563,7 +1546,7 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   if (err != cudaSuccess) return err;
   cudaMemsetAsync(prof, 0, sizeof(long long) * kProfSlots * p.grid, stream);
   kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared, pipeline,
-                                                segments, prefetch, copy_cg, ring, confs, tiles_taken, prof);
+                                                segments, prefetch, ring, confs, tiles_taken, prof);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   std::vector<long long> h(size_t(kProfSlots) * p.grid);
   if ((err = cudaMemcpyAsync(h.data(), prof, h.size() * sizeof(long long), cudaMemcpyDeviceToHost, stream)) !=
