@@ -211,6 +211,7 @@ def vmc_step(model, ham, batch, use_kernel, opt, phases=None):
     mark("sampled")
     e_loc = local_energy(model, ham, spins, log_psi=log_psi if use_kernel else None,
                          memory_budget=1 << 40 if use_kernel else 1 << 30, use_kernel=use_kernel, cache=cache)
+    del cache  # (as the driver does: the activations are not kept through the backward)
     mark("energies")
     # the gradient as the VMC driver takes it (naqs.vmc): the PyTorch forward and backward
     # of the batch on both paths (on the GPU cheaper than the kernel's log psi, whose
