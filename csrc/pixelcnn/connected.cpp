@@ -44,8 +44,7 @@ at::Tensor pixelcnn_connected(const std::vector<at::Tensor>& weights,  // packed
   if (kept) {
     NAQS_CHECK_VALUE(store_h.has_value() && store_v.has_value() && prefix.has_value(),
                      "store_h, store_v and prefix come together (pixelcnn_sample with keep_activations)");
-    const auto& dm = net.dims;
-    const std::vector<int64_t> act{batch, dm.blocks, dm.ly, dm.lx, dm.channels};
+    const auto act = activation_shape(net, batch);
     for (const auto* t : {&*store_h, &*store_v}) {
       NAQS_CHECK_VALUE(t->sizes().vec() == act, "the kept activations must have shape ", at::IntArrayRef(act),
                        " (these spins and weights), got ", shape_str(*t));
@@ -54,8 +53,8 @@ at::Tensor pixelcnn_connected(const std::vector<at::Tensor>& weights,  // packed
       check_same_device(*t, spins, "kept activations", "spins");
       check_contiguous(*t, "kept activations");
     }
-    NAQS_CHECK_VALUE(prefix->sizes().vec() == std::vector<int64_t>({batch, n + 1, 2}), "prefix must have shape [",
-                     batch, ", ", n + 1, ", 2], got ", shape_str(*prefix));
+    NAQS_CHECK_VALUE(prefix->sizes().vec() == prefix_shape(net, batch), "prefix must have shape [", batch, ", ",
+                     n + 1, ", 2], got ", shape_str(*prefix));
     check_dtype(*prefix, at::kDouble, "prefix");
     check_same_device(*prefix, spins, "prefix", "spins");
     check_contiguous(*prefix, "prefix");
@@ -100,10 +99,10 @@ at::Tensor pixelcnn_connected(const std::vector<at::Tensor>& weights,  // packed
         sv = *store_v;
         pf = *prefix;
       } else {
-        auto opts = spins.options().dtype(net.dtype);
-        sh = at::empty({nb, net.dims.blocks, net.dims.ly, net.dims.lx, net.dims.channels}, opts);
-        sv = at::empty_like(sh);
-        pf = at::empty({nb, n + 1, 2}, spins.options().dtype(at::kDouble));
+        auto st = make_storage(net, nb, spins);
+        sh = st[0];
+        sv = st[1];
+        pf = st[2];
       }
       WalkArgs<T> f{};
       f.mode = kForward;

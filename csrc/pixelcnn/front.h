@@ -108,6 +108,21 @@ inline Net make_net(const std::vector<at::Tensor>& packed, int64_t lx, int64_t l
   return net;
 }
 
+// The storage of `batch` samples that a forward walk (or a sampling walk keeping its
+// activations) writes and a connected walk reads: every activation h_l, v_l as
+// [B, L, Ly, Lx, C] in the network dtype, and the float64 prefix sums of the
+// log-conditionals as [B, N + 1, 2].
+inline std::vector<int64_t> activation_shape(const Net& net, int64_t batch) {
+  return {batch, net.dims.blocks, net.dims.ly, net.dims.lx, net.dims.channels};
+}
+inline std::vector<int64_t> prefix_shape(const Net& net, int64_t batch) { return {batch, net.dims.n_sites + 1, 2}; }
+// (store_h, store_v, prefix), uninitialized, on the device of `like`.
+inline std::vector<at::Tensor> make_storage(const Net& net, int64_t batch, const at::Tensor& like) {
+  const auto act = activation_shape(net, batch);
+  return {at::empty(act, like.options().dtype(net.dtype)), at::empty(act, like.options().dtype(net.dtype)),
+          at::empty(prefix_shape(net, batch), like.options().dtype(at::kDouble))};
+}
+
 // An int8 [B, N] configuration tensor of +-1 on the weights' device.
 inline void check_spins(const at::Tensor& spins, const Net& net, const char* name) {
   check_dim(spins, 2, name);

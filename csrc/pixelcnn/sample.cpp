@@ -26,13 +26,7 @@ std::vector<at::Tensor> pixelcnn_sample(const std::vector<at::Tensor>& weights, 
   // float64 prefix sums of the log-conditionals, the storage a connected walk reads
   // (pixelcnn_connected's store_h, store_v, prefix), instead of its 3-row rings
   std::vector<at::Tensor> storage;
-  if (keep_activations) {
-    const auto opts = uniforms.options().dtype(net.dtype);
-    const auto& dm = net.dims;
-    storage.push_back(at::empty({batch, dm.blocks, dm.ly, dm.lx, dm.channels}, opts));
-    storage.push_back(at::empty({batch, dm.blocks, dm.ly, dm.lx, dm.channels}, opts));
-    storage.push_back(at::empty({batch, n + 1, 2}, uniforms.options()));
-  }
+  if (keep_activations) storage = make_storage(net, batch, uniforms);
   auto result = [&]() {
     std::vector<at::Tensor> out{spins, log_psi};
     out.insert(out.end(), storage.begin(), storage.end());
