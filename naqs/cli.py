@@ -57,6 +57,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--engine-math", choices=["ffma", "3xtf32", "tf32"],
                    help="CUDA kernel arithmetic for sampling and local energies: ffma (default, within 1e-6 of "
                         "float64), 3xtf32 or tf32 (tensor cores; a faster training mode, docs/engine.md Precision)")
+    g.add_argument("--no-gradient-graph", dest="gradient_graph", action="store_false", default=None,
+                   help="run the gradient and update eagerly instead of replaying them from a CUDA graph "
+                        "(CUDA only; the graph keeps one forward+backward's activations between steps)")
     g.add_argument("--checkpoint-every", type=int)
     g.add_argument("--eval-batch", type=int, help="samples of the final evaluation")
     g.add_argument("--no-exact", dest="exact", action="store_false", default=None, help="skip exact diagonalization")
@@ -92,7 +95,7 @@ def config_from_args(args) -> "VMCConfig":
     keys = [
         "model", "lattice", "size", "pbc", "gamma", "j1", "j2", "units", "sz", "marshall", "n_blocks", "channels",
         "symmetrize", "spin_flip", "sampler", "mcmc_chains", "mcmc_thin", "mcmc_burn_in", "seed", "device", "dtype",
-        "engine_math", "checkpoint_every", "eval_batch", "exact",
+        "engine_math", "gradient_graph", "checkpoint_every", "eval_batch", "exact",
     ]  # fmt: skip
     for key in keys:
         value = getattr(args, key, None)

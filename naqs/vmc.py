@@ -38,6 +38,7 @@ from . import distributed as dist_utils
 from . import ops, sampling
 from .hamiltonian import Hamiltonian, Heisenberg, TransverseFieldIsing
 from .lattice import Lattice, make_lattice
+from .gradient_step import GradientStep
 from .local_energy import last_local_energy_path, local_energy
 from .models import PixelCNN, SymmetricModel
 
@@ -111,6 +112,9 @@ class VMCConfig:
     # (default, within 1e-6 of float64), "3xtf32" or "tf32" (tensor cores, a faster
     # training mode with a measured energy bias: docs/engine.md, Precision)
     engine_math: str = "ffma"
+    # replay the gradient-and-update phase from a CUDA graph (CUDA only; saves the
+    # launch overhead of its ~800 small kernels, keeps their activations between steps)
+    gradient_graph: bool = True
     checkpoint_every: int = 100
     eval_batch: int = 4096
     exact: bool = True  # compare with exact diagonalization when small enough
@@ -299,6 +303,11 @@ class VMC:
         self.exact_energy = None
         self.sample_path = "none"
         self.energy_path = "none"
+        # (the data-parallel step keeps the eager phase: its all-reduce sits between the
+        # backward and the update)
+        self.gradient_step = GradientStep(
+            self.model, vmc_loss, use_graph=config.gradient_graph and dist is None and config.device.startswith("cuda")
+        )
         # data-parallel state: the shift of the energy sums (the previous global mean,
         # see distributed.local_sums) and a rank-0 I/O error waiting for the next
         # collective to tell the other ranks
@@ -323,7 +332,9 @@ class VMC:
     def _make_optimizer(self, stage: Stage):
         params = self.model.parameters()
         if stage.optimizer == "adam":
-            return torch.optim.Adam(params, lr=stage.lr, betas=tuple(stage.betas))
+            # (capturable: step counters on the device, so that the update can be replayed
+            # from a CUDA graph; the same arithmetic)
+            return torch.optim.Adam(params, lr=stage.lr, betas=tuple(stage.betas), capturable=self.gradient_step.use_graph)
         return torch.optim.SGD(params, lr=stage.lr, momentum=stage.momentum)
 
     def _ensure_optimizer(self, index: int):
@@ -339,6 +350,7 @@ class VMC:
         )
         if not same:  # a larger batch with the same optimizer keeps Adam's moments
             self.optimizer = self._make_optimizer(stage)
+            self.gradient_step.reset()
         self.optimizer_stage = index
 
     # ------------------------------------------------------------------ sampling
@@ -395,11 +407,7 @@ class VMC:
                 eloc = local_energy(self.model, self.hamiltonian, spins, log_psi=log_psi,
                                     cache=self._take_activations())
         self.energy_path = last_local_energy_path()
-        log_psi_grad = self.model.log_psi(spins)
-        loss = vmc_loss(eloc, log_psi_grad)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.gradient_step(self.optimizer, spins, eloc)
         if self.config.device.startswith("cuda"):
             torch.cuda.synchronize()
         metrics = estimate(eloc, spins)
@@ -532,6 +540,7 @@ class VMC:
                     f"cannot resume: the checkpoint has {key}={getattr(saved, key)!r}, the run asks for {getattr(self.config, key)!r}"
                 )
         self.model.load_state_dict(state["model"])
+        self.gradient_step.reset()  # the optimizer's state tensors are replaced below
         self.step = int(state["step"])
         self.optimizer_stage = -1
         if state["optimizer"] is not None:
@@ -720,6 +729,7 @@ class VMC:
             sampler=self.config.sampler,
             sampler_path=self.sample_path,
             local_energy_path=self.energy_path,
+            gradient_path=self.gradient_step.path,
             device=self.config.device,
             processes=self.world_size,
         )

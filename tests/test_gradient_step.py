@@ -1,0 +1,153 @@
+"""The VMC step's gradient-and-update phase (naqs.gradient_step): replayed from a CUDA
+graph it gives the parameters of the eager phase; a model that cannot be captured falls
+back to the eager phase; the driver resumes bit-for-bit with the graph on."""
+
+import copy
+import json
+import warnings
+
+import pytest
+import torch
+
+from naqs.gradient_step import GradientStep, make_capturable
+from naqs.models import PixelCNN
+from naqs.vmc import VMC, Stage, VMCConfig, vmc_loss
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _data(model, batch, seed, device):
+    g = torch.Generator().manual_seed(seed)
+    spins = (torch.randint(0, 2, (batch, model.n_sites), generator=g) * 2 - 1).to(torch.int8)
+    eloc = torch.randn(batch, dtype=torch.complex128, generator=g)
+    return spins.to(device), eloc.to(device)
+
+
+def _eager_step(model, opt, spins, eloc):
+    loss = vmc_loss(eloc, model.log_psi(spins))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def _optimizer(kind, model, capturable):
+    if kind == "adam":
+        return torch.optim.Adam(model.parameters(), lr=1e-2, capturable=capturable)
+    return torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
+
+
+def test_cpu_runs_the_eager_phase():
+    torch.manual_seed(0)
+    model = PixelCNN(3, 2, 2, 4)
+    twin = copy.deepcopy(model)
+    step = GradientStep(model, vmc_loss, use_graph=True)
+    opt, opt_twin = _optimizer("adam", model, False), _optimizer("adam", twin, False)
+    for seed in range(3):
+        spins, eloc = _data(model, 16, seed, "cpu")
+        step(opt, spins, eloc)
+        _eager_step(twin, opt_twin, spins, eloc)
+        assert step.path == "eager"
+    for p, q in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_make_capturable_moves_adam_steps():
+    model = PixelCNN(2, 2, 1, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    spins, eloc = _data(model, 4, 0, "cpu")
+    _eager_step(model, opt, spins, eloc)
+    make_capturable(opt)
+    assert all(g["capturable"] for g in opt.param_groups)
+    assert all(s["step"].dtype == torch.float32 for s in opt.state.values())
+    sgd = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    make_capturable(sgd)  # no flag: nothing to do
+    assert "capturable" not in sgd.param_groups[0]
+
+
+@cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("kind", ["adam", "sgd"])
+def test_graph_replay_equals_eager(kind):
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    model = PixelCNN(5, 4, 3, 8).to(dev)
+    twin = copy.deepcopy(model)
+    start = [p.detach().clone() for p in model.parameters()]
+    step = GradientStep(model, vmc_loss, use_graph=True)
+    opt, opt_twin = _optimizer(kind, model, True), _optimizer(kind, twin, True)
+    paths = []
+    # batch 32 x 4 steps, then 64 (a new graph: eager, capture), then 32 again
+    for seed, batch in enumerate([32, 32, 32, 32, 64, 64, 64, 32, 32]):
+        spins, eloc = _data(model, batch, seed, dev)
+        step(opt, spins, eloc)
+        _eager_step(twin, opt_twin, spins, eloc)
+        paths.append(step.path)
+        for p, q in zip(model.parameters(), twin.parameters()):
+            assert torch.allclose(p, q, rtol=1e-5, atol=1e-6), (seed, batch)
+    assert paths == ["eager", "cuda-graph", "cuda-graph", "cuda-graph", "eager", "cuda-graph", "cuda-graph",
+                     "eager", "cuda-graph"]  # fmt: skip
+    assert max((p - p0).abs().max().item() for p, p0 in zip(model.parameters(), start)) > 1e-3
+
+
+class _Syncing(torch.nn.Module):
+    """A model whose log psi synchronizes with the host (cannot be captured)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def log_psi(self, spins):
+        out = self.inner.log_psi(spins)
+        if out.real.max().item() > 1e9:  # a host read inside the forward
+            raise AssertionError
+        return out
+
+
+@cuda
+@pytest.mark.cuda
+def test_uncapturable_model_falls_back_to_eager():
+    dev = torch.device("cuda")
+    torch.manual_seed(1)
+    inner = PixelCNN(3, 3, 2, 4).to(dev)
+    twin = copy.deepcopy(inner)
+    model = _Syncing(inner)
+    step = GradientStep(model, vmc_loss, use_graph=True)
+    opt, opt_twin = _optimizer("adam", inner, True), _optimizer("adam", twin, True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for seed in range(3):
+            spins, eloc = _data(inner, 16, seed, dev)
+            step(opt, spins, eloc)
+            _eager_step(twin, opt_twin, spins, eloc)
+    assert step.path == "eager"
+    assert any("CUDA graph" in str(w.message) for w in caught)
+    for p, q in zip(inner.parameters(), twin.parameters()):
+        assert torch.allclose(p, q, rtol=1e-5, atol=1e-6)
+
+
+@cuda
+@pytest.mark.cuda
+def test_driver_resumes_bit_for_bit_with_the_graph(tmp_path):
+    def config():
+        return VMCConfig(model="ising", size="3x3", gamma=1.0, n_blocks=2, channels=4, eval_batch=64,
+                         checkpoint_every=3, stages=[Stage(4, 32, "adam", 1e-2), Stage(3, 64, "sgd", 1e-2)],
+                         exact=False, device="cuda")  # fmt: skip
+
+    straight = VMC(config(), tmp_path / "a", progress=False)
+    summary = straight.run()
+    assert summary["gradient_path"] == "cuda-graph"
+    interrupted = VMC(config(), tmp_path / "b", progress=False)
+    interrupted.out_dir.mkdir(parents=True)
+    with (interrupted.out_dir / "metrics.jsonl").open("w") as log:
+        for _ in range(3):
+            log.write(json.dumps(interrupted.train_step()) + "\n")
+    interrupted.save_checkpoint()
+    resumed = VMC(config(), tmp_path / "b", progress=False)
+    resumed.run(resume=True)
+    for p, q in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q)
+    eager = VMC(VMCConfig(**{**config().to_dict(), "gradient_graph": False, "stages": config().stages}),
+                tmp_path / "c", progress=False)
+    assert eager.run()["gradient_path"] == "eager"
+    for p, q in zip(straight.model.parameters(), eager.model.parameters()):
+        assert torch.allclose(p, q, rtol=1e-4, atol=1e-5)
