@@ -137,6 +137,11 @@ def bench_config(lx, blocks, c, batch, device, ceilings, run_reference, le_batch
     spins_in = torch.where(u < 0.5, 1.0, -1.0).float()
     with torch.no_grad():
         t_fwd = timeit(lambda: model.raw_outputs(spins_in), device, reps=5, warmup=2)
+        t_fwd_nchw = None
+        if device.type == "cuda":  # the NCHW forward the ratios were taken against before 4adce5c
+            model.channels_last = False
+            t_fwd_nchw = timeit(lambda: model.raw_outputs(spins_in), device, reps=5, warmup=2)
+            model.channels_last = None
         t_kernel = timeit(lambda: ops.pixelcnn_sample(model, u), device, reps=3, warmup=1)
         if run_reference:
             t_ref = timeit(lambda: model.sample_reference(batch, uniforms=u), device, reps=1, warmup=0)
@@ -151,6 +156,8 @@ def bench_config(lx, blocks, c, batch, device, ceilings, run_reference, le_batch
         dict(what="forward (raw_outputs)", t=t_fwd, samples=batch, flops=f_fwd, fwd=t_fwd),
         dict(what="sample: kernel", t=t_kernel, samples=batch, flops=f_fwd, fwd=t_fwd),
     ]
+    if t_fwd_nchw is not None:
+        rows.insert(1, dict(what="forward, NCHW activations", t=t_fwd_nchw, samples=batch, flops=f_fwd, fwd=t_fwd))
     if t_legacy is not None:
         rows.append(dict(what="sample: legacy kernel", t=t_legacy, samples=batch, flops=f_fwd, fwd=t_fwd))
     if t_ref is not None:
@@ -442,7 +449,8 @@ def main(argv=None):
             f"- command: `python {' '.join(sys.argv)}`",
             f"- matmul ceilings (float32 {8192 if device.type == 'cuda' else 1024}^3): fp32 {ceilings['fp32']:.1f} "
             f"TFLOP/s, TF32 {ceilings['tf32']:.1f} TFLOP/s",
-            "- float32 networks, 32 channels; forward = one batched `model.raw_outputs`; 'fwd' = time / forward time "
+            "- float32 networks, 32 channels; forward = one batched `model.raw_outputs` (channels-last activations on "
+            "CUDA; the NCHW row is the layout used before 4adce5c); 'fwd' = time / forward time "
             "of the same batch; FLOPs counted analytically (bench_engine.forward_flops / connected_flops); the "
             "reference sampler's FLOPs are N forward passes, the reference local energy's N forward passes per sample",
             "",

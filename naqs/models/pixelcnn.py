@@ -118,6 +118,9 @@ class PixelCNN(nn.Module):
             if sign_rule.numel() != self.n_sites:
                 raise ValueError(f"sign_rule must have {self.n_sites} entries, got {sign_rule.numel()}")
         self.register_buffer("sign_rule", sign_rule)
+        # activation layout of raw_outputs: None = channels-last on CUDA, NCHW on the CPU;
+        # True / False force one (a benchmark compares them)
+        self.channels_last: bool | None = None
 
     # ------------------------------------------------------------------ weights
     @staticmethod
@@ -184,7 +187,8 @@ class PixelCNN(nn.Module):
         # convolutions run in: NCHW tensors are converted to it and back around every
         # convolution and its backward (~2 ms of a 12 ms gradient phase at 12x12, 10
         # blocks, 1000 samples; bench/grad_phase_ab.py). Same function, either layout.
-        layout = torch.channels_last if x.is_cuda else torch.contiguous_format
+        nhwc = x.is_cuda if self.channels_last is None else self.channels_last
+        layout = torch.channels_last if nhwc else torch.contiguous_format
         x = x.contiguous(memory_format=layout)
         v_prev, h_prev = x, x
         for layer in range(self.n_blocks):
