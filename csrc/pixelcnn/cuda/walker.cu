@@ -283,11 +283,18 @@ struct Ctx {
     constexpr int VE = 16 / int(sizeof(T));
     const bool vec = l > 0 && C % VE == 0;  // then cprev, C, cin, S are multiples of VE
     const int ue = vec ? VE : 1;
-    const int upt = cin / ue;  // copy units per (pair, tap)
-    const int total = nr * 9 * upt;
-    const FastDiv by_upt(upt, total), by_nx(nx, p0 + nr);
+    // One thread per piece of pu 16-byte units (4 when a piece stays inside one part,
+    // i.e. 4 VE | C): the index chain below (pair, tap, job, member, cone test, address)
+    // runs once per piece instead of once per unit. It was ~50 instructions a unit, and
+    // the sampler's single-position passes copy 32 x 9 x 16 units a pass: with one unit
+    // per thread and step, issuing them took most of the finishing phase (40% of a
+    // sampling walk at 21x21/20, run 57).
+    const int pu = vec && C % (4 * VE) == 0 ? 4 : 1;
+    const int ppt = cin / (ue * pu);  // pieces per (pair, tap)
+    const int total = nr * 9 * ppt;
+    const FastDiv by_ppt(ppt, total), by_nx(nx, p0 + nr);
     for (int e = threadIdx.x; e < total; e += nthreads) {
-      const int pt = by_upt.div(e), c = (e - pt * upt) * ue;
+      const int pt = by_ppt.div(e), c = (e - pt * ppt) * pu * ue;
       const int r = pt / 9, tap = pt - 9 * r;
       if (skip_center && tap == 8 && c < cprev) continue;
       const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
@@ -318,6 +325,9 @@ struct Ctx {
       }
       if (spin_at >= 0) {
         *dst = T(m.s[spin_at]);
+      } else if (pu == 4) {
+#pragma unroll
+        for (int u = 0; u < 4; ++u) cp_async<16>(dst + u * VE, src ? src + u * VE : nullptr, w.bo);
       } else if (vec) {
         cp_async<16>(dst, src, w.bo);
       } else {
@@ -326,14 +336,28 @@ struct Ctx {
     }
   }
 
-  // K x C4 weights into shared memory (row stride WS), 16-byte cp.async copies.
+  // K x C4 weights into shared memory (row stride WS), 16-byte cp.async copies, four
+  // to a thread and step when C4 is a multiple of 16 (a row index by a shift for
+  // power-of-two rows: the run-time division per unit cost ~20 instructions, and every
+  // single-position pass of the sampler stages a block's weights).
   __device__ void stage_weights(int K, const T* __restrict__ W) const {
     constexpr int VE = 16 / int(sizeof(T));
     const int per_row = d.c4 / VE;  // C4 is a multiple of 4
-    const int n16 = K * per_row;
-    for (int e = threadIdx.x; e < n16; e += blockDim.x) {
-      const int k = e / per_row, c = (e - k * per_row) * VE;
-      cp_async<16>(wsm + k * WS + c, W + k * d.c4 + c, w.bo);
+    const int pu = per_row % 4 == 0 ? 4 : 1;
+    const int ppr = per_row / pu;  // pieces per row
+    const int n = K * ppr;
+    const bool pow2 = (ppr & (ppr - 1)) == 0;
+    const int lg = 31 - __clz(ppr);
+    for (int e = threadIdx.x; e < n; e += blockDim.x) {
+      const int k = pow2 ? e >> lg : e / ppr, c = (e - k * ppr) * pu * VE;
+      T* dst = wsm + k * WS + c;
+      const T* src = W + k * d.c4 + c;
+      if (pu == 4) {
+#pragma unroll
+        for (int u = 0; u < 4; ++u) cp_async<16>(dst + u * VE, src + u * VE, w.bo);
+      } else {
+        cp_async<16>(dst, src, w.bo);
+      }
     }
   }
 
