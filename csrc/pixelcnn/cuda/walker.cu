@@ -202,7 +202,6 @@ struct Ctx {
   int tile, rows, S, WS, pipeline, math;
   int nthreads;  // blockDim.x (the kernel's template value: a compile-time constant)
   int prefetch;  // kSample: single-position passes start the next block's windows early
-  int split_site;  // ... and prefetched passes run in two K halves (pass_site)
   int red_swz;     // column mask of red's swizzle (C4 - 1 for a power-of-two C4, else 0)
   int ncol;        // segment path: columns of one segment buffer (0: path off), see pass_seg
   int seg_min_nx;  // segment path: only for passes of at least this many positions per job
@@ -277,12 +276,8 @@ struct Ctx {
   // Issues cp.async copies (and plain stores for spins); the caller waits.
   // skip_center: leave the h_(l-1) part of tap 8, the site itself, alone (the previous
   // pass writes it there directly, see pass()'s prefetch).
-  // kRange: only the pieces kp0 <= kp < kp1 of each row (k = kp * 4 VE .. + 4 VE; pu
-  // == 4 only), pass_site's K halves (a template switch: the range's index arithmetic
-  // made the other instances' pass() spill).
-  template <bool kRange = false>
   __device__ void gather(bool is_h, int l, int y, int xb, int nx, int p0, int nr, T* xs,
-                         bool skip_center = false, int kp0 = 0, int kp1 = 0) const {
+                         bool skip_center = false) const {
     const int C = d.channels;
     const int cprev = l == 0 ? 1 : C, cin = is_h ? cprev + C : cprev;
     constexpr int VE = 16 / int(sizeof(T));
@@ -296,23 +291,11 @@ struct Ctx {
     // sampling walk at 21x21/20, run 57).
     const int pu = vec && C % (4 * VE) == 0 ? 4 : 1;
     const int ppt = cin / (ue * pu);  // pieces per (pair, tap)
-    const int nkp = kRange ? kp1 - kp0 : 9 * ppt;  // pieces per row
-    const int total = nr * nkp;
-    const FastDiv by_n(kRange ? nkp : ppt, total), by_nx(nx, p0 + nr);
-    const int ppt_lg = (ppt & (ppt - 1)) == 0 ? 31 - __clz(ppt) : -1;  // (32 channels: 2 or 4)
+    const int total = nr * 9 * ppt;
+    const FastDiv by_ppt(ppt, total), by_nx(nx, p0 + nr);
     for (int e = threadIdx.x; e < total; e += nthreads) {
-      int r, tap, c;
-      if constexpr (kRange) {
-        r = by_n.div(e);
-        const int kp = kp0 + (e - r * nkp);
-        tap = ppt_lg >= 0 ? kp >> ppt_lg : kp / ppt;
-        c = (kp - tap * ppt) * pu * ue;
-      } else {
-        const int pt = by_n.div(e);
-        c = (e - pt * ppt) * pu * ue;
-        r = pt / 9;
-        tap = pt - 9 * r;
-      }
+      const int pt = by_ppt.div(e), c = (e - pt * ppt) * pu * ue;
+      const int r = pt / 9, tap = pt - 9 * r;
       if (skip_center && tap == 8 && c < cprev) continue;
       const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
       const Member<T>& m = mem[j];
@@ -357,17 +340,16 @@ struct Ctx {
   // to a thread and step when C4 is a multiple of 16 (a row index by a shift for
   // power-of-two rows: the run-time division per unit cost ~20 instructions, and every
   // single-position pass of the sampler stages a block's weights).
-  // (rows k0 .. K-1 only: pass_site stages a pass's weights in two K halves)
-  __device__ void stage_weights(int K, const T* __restrict__ W, int k0 = 0) const {
+  __device__ void stage_weights(int K, const T* __restrict__ W) const {
     constexpr int VE = 16 / int(sizeof(T));
     const int per_row = d.c4 / VE;  // C4 is a multiple of 4
     const int pu = per_row % 4 == 0 ? 4 : 1;
     const int ppr = per_row / pu;  // pieces per row
-    const int n = (K - k0) * ppr;
+    const int n = K * ppr;
     const bool pow2 = (ppr & (ppr - 1)) == 0;
     const int lg = 31 - __clz(ppr);
     for (int e = threadIdx.x; e < n; e += blockDim.x) {
-      const int kr = pow2 ? e >> lg : e / ppr, c = (e - kr * ppr) * pu * VE, k = k0 + kr;
+      const int k = pow2 ? e >> lg : e / ppr, c = (e - k * ppr) * pu * VE;
       T* dst = wsm + k * WS + c;
       const T* src = W + k * d.c4 + c;
       if (pu == 4) {
@@ -802,12 +784,6 @@ struct Ctx {
       pass_seg(is_h, l, y, xb, xe, ready, next_h, next_l);
       return;
     }
-    if constexpr (kMath == kFFMA) {
-      if (split_site && prefetched) {
-        pass_site(l, y, xb, keep, next_h, next_l, prefetch);
-        return;
-      }
-    }
     const int C = d.channels, C4 = d.c4;
     const int cprev = l == 0 ? 1 : C, cin = is_h ? cprev + C : cprev;
     int K;
@@ -852,15 +828,7 @@ struct Ctx {
       tick(1, t0);
       const bool last = pn >= npairs;
       if (last && wsm && next_l >= 0) stage_next(next_h, next_l);
-      if (kMath == kFFMA && prefetch && split_site) {  // (pass_site consumes the halves as two groups)
-        const int kph = 9 * C / (64 / int(sizeof(T)));
-        gather<true>(true, l + 1, y, xb, nx, 0, npairs, xs, true, 0, kph);
-        cp_async_commit();
-        gather<true>(true, l + 1, y, xb, nx, 0, npairs, xs, true, kph, 2 * kph);
-        cp_async_commit();
-      } else if (prefetch) {
-        gather(true, l + 1, y, xb, nx, 0, npairs, xs, true);
-      }
+      if (prefetch) gather(true, l + 1, y, xb, nx, 0, npairs, xs, true);
       for (int e = threadIdx.x; e < nr * C; e += nthreads) {
         const int r = e / C, o = e - r * C;
         T z = bias_relu(ks, rstride, r, o, bias);
@@ -878,116 +846,6 @@ struct Ctx {
       __syncthreads();
       tick(2, t0);
       if (prof && threadIdx.x == 0) prof[5] += 1;
-    }
-  }
-
-  // ---- Split-K site passes (kSample, FFMA, 4 VE | C): the sampler's horizontal pass of
-  // block l >= 1 at one position, its window prefetched by the previous pass. Its inputs
-  // (K = 18 C: 9 taps x [h_{l-1} | v_l]) and weights arrive in two K halves, each its own
-  // cp.async group: the first half's product runs while the second half lands, and the
-  // next pass's first half (weights rows and window columns 0 .. 9C-1) is issued during
-  // this pass's second-half product, its second half during this pass's finishing. The
-  // buffers are the ones of pass() (wsm rows, xs columns): the halves only split their
-  // fill in time. Before, every copy of the next pass was issued after the product and
-  // awaited before the next product: a 32-job pass reads ~150 KB from L2 (a block's
-  // weights and the tile's windows), and the copies were 35-40% of a sampling walk (run
-  // 57). Block l+1's window needs block l's output only at the site itself (tap 8, h
-  // part: in the second half, written by the finishing loop directly, as in pass()).
-  __device__ void pass_site(int l, int y, int x, bool keep, bool next_h, int next_l, bool prefetch) const {
-    const int C = d.channels, C4 = d.c4, ng = C4 / 4, cin = 2 * C, K = 9 * cin, KH = K / 2;
-    const int kph = KH / (64 / int(sizeof(T)));  // 4-unit pieces of a row half
-    const T* bias = w.bh + int64_t(l) * C;
-    const int rows4 = (tile + 3) & ~3, nbg = rows4 / 4;
-    int ntile, ks;
-    split(rows4, C4, ntile, ks);  // (ntile <= nthreads: split_site's condition)
-    const int kg = threadIdx.x / ntile, r0 = threadIdx.x - kg * ntile, og = r0 % ng, bg = r0 / ng;
-    const bool active = kg < ks;
-    const int kper = ((KH + ks - 1) / ks + 3) & ~3;
-    const int ka = min(KH, kg * kper), kb = min(KH, ka + kper);  // this thread's slice of a half
-    long long t0 = prof && threadIdx.x == 0 ? clock64() : 0;
-    // (each half's sums go through the thread's own slots of red: accumulators held
-    // across the next pass's copies, whose index chains need registers too, spilled)
-    T* slot[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int row = bg + nbg * i;
-      slot[i] = red + (kg * rows4 + row) * C4 + red_col(row, og * 4);
-    }
-    cp_async_wait_1();  // the first half (the second one may still be in flight)
-    __syncthreads();
-    tick(0, t0);
-    if (active) {
-      T acc[4][4] = {};
-      product_slice(ka, kb, og, bg, nbg, acc);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) store4_sh(slot[i], acc[i]);
-    }
-    cp_async_wait_all();
-    __syncthreads();  // the second half has landed; nobody reads the first one any more
-    tick(0, t0);
-    int Kn = 0;
-    const T* Wn = prefetch ? layer_weights(true, l + 1, Kn) : nullptr;
-    if (prefetch) {
-      stage_weights(KH, Wn);
-      gather<true>(true, l + 1, y, x, 1, 0, tile, xs, true, 0, kph);
-      cp_async_commit();
-    }
-    if (active) {
-      T acc[4][4] = {};
-      product_slice(KH + ka, KH + kb, og, bg, nbg, acc);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const Vec4<T> first = load4_sh(slot[i]);
-#pragma unroll
-        for (int q = 0; q < 4; ++q) acc[i][q] += first.v[q];
-        store4_sh(slot[i], acc[i]);
-      }
-    }
-    __syncthreads();
-    tick(1, t0);
-    if (prefetch) {
-      stage_weights(Kn, Wn, KH);
-      gather<true>(true, l + 1, y, x, 1, 0, tile, xs, true, kph, 2 * kph);
-      cp_async_commit();
-    } else if (next_l >= 0) {
-      stage_next(next_h, next_l);
-    }
-    for (int e = threadIdx.x; e < tile * C; e += nthreads) {
-      const int r = e / C, o = e - r * C;
-      T* center = xs + r * S + 8 * cin + o;  // tap 8, h_{l-1}: the residual; then block l+1's h_l
-      const T z = bias_relu(ks, rows4, r, o, bias) + *center;
-      store(true, l, y, x, mem[r], o, z);
-      if (keep) hcur[r * C + o] = z;
-      if (prefetch) *center = z;
-    }
-    __syncthreads();
-    tick(2, t0);
-    if (prof && threadIdx.x == 0) prof[5] += 1;
-  }
-
-  // acc += xs[rows bg + nbg i, k0 .. k1) @ wsm[k0 .. k1, channels 4 og ..]: one FFMA
-  // thread tile over a K range (k1 - k0 a multiple of 4; pass_site).
-  __device__ void product_slice(int k0, int k1, int og, int bg, int nbg, T (&acc)[4][4]) const {
-    const T* px[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) px[i] = xs + (bg + nbg * i) * S + k0;
-    const T* pw = wsm + og * 4 + k0 * WS;
-#pragma unroll 1
-    for (int k = k0; k < k1; k += 4) {
-      Vec4<T> xv[4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) xv[i] = load4_sh(px[i]);
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        const Vec4<T> wv = load4_sh(pw + kk * WS);
-#pragma unroll
-        for (int i = 0; i < 4; ++i)
-#pragma unroll
-          for (int q = 0; q < 4; ++q) acc[i][q] += xv[i].v[kk] * wv.v[q];
-      }
-#pragma unroll
-      for (int i = 0; i < 4; ++i) px[i] += 4;
-      pw += 4 * WS;
     }
   }
 
@@ -1299,15 +1157,11 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   cx.tile = tile;
   cx.rows = rows;
   cx.nthreads = kThr;
-  cx.prefetch = (prefetch & 1) && w_shared && !pipeline && tile <= rows;
+  cx.prefetch = prefetch && w_shared && !pipeline && tile <= rows;
   cx.pipeline = pipeline;
   cx.WS = d.c4 + 8;  // padded: conflict-free B fragments of the MMA path
   // tensor-core products need the weights in shared memory and 8 | C <= 32
   cx.math = (sizeof(T) == 4 && w_shared && C % 8 == 0 && C <= 32) ? kMath : int(kFFMA);
-  // split-K site passes (pass_site): FFMA instances, 4-unit pieces (4 VE | C), one
-  // thread tile per thread
-  cx.split_site = kMath == kFFMA && cx.prefetch && (prefetch & 2) && C % (64 / int(sizeof(T))) == 0 &&
-                  (d.c4 / 4) * (((tile + 3) & ~3) / 4) <= kThr;
   if constexpr (Ctx<T, kMath, kThr, kCC>::kBRegs) {
     if (cx.math != kTF32) __trap();  // plan() never launches it so (no FFMA fallback)
   }
@@ -1699,11 +1553,9 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   const int segments = !seg_env ? 1 : (seg_env[0] == '0' ? 0 : (seg_env[0] == '2' ? 2 : 1));
   const int math = p.math;
   // NAQS_PIXELCNN_PREFETCH=0: the sampler's single-position passes fetch their own
-  // windows (A/B of pass()'s prefetch); NAQS_PIXELCNN_SPLIT=0: prefetched passes in one
-  // K piece (A/B of pass_site). Bit 0: prefetch, bit 1: split.
+  // windows (A/B of pass()'s prefetch).
   const char* pf_env = std::getenv("NAQS_PIXELCNN_PREFETCH");
-  const char* split_env = std::getenv("NAQS_PIXELCNN_SPLIT");
-  const int prefetch = (pf_env && pf_env[0] == '0' ? 0 : 1) | (split_env && split_env[0] == '0' ? 0 : 2);
+  const int prefetch = pf_env && pf_env[0] == '0' ? 0 : 1;
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
   const auto kernel = kernel_for<T>(p.threads, d.channels, math);
   if (!(env && env[0] == '1')) {
