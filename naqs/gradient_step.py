@@ -3,10 +3,10 @@
 After sampling and the local energies, a VMC step evaluates ``log psi`` of the batch
 with autograd (PyTorch's convolutions), builds the surrogate loss of eq. 6
 (:func:`naqs.vmc.vmc_loss`), runs the backward and the optimizer's update. On the GPU
-this phase is ~800 small kernels (weight normalization, pads, convolutions, their
-backward, the optimizer's per-tensor updates), and launching them from Python costs
-more than running them: at 12x12, 10 blocks, 1000 samples on an H100 the eager phase
-took 17.7 ms, the same kernels replayed from one CUDA graph 12.4 ms
+this phase is ~2000 small GPU operations (weight normalization, pads, convolutions,
+their backward, the optimizer's per-tensor updates), and launching them from Python
+costs more than running them: at 12x12, 10 blocks, 1000 samples on an H100 the eager
+phase took 17-22 ms, the same kernels replayed from one CUDA graph 10.3 ms
 (``bench/grad_phase_ab.py``, docs/engine.md).
 
 :class:`GradientStep` runs the phase eagerly the first time it sees a (optimizer,

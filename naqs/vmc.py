@@ -113,7 +113,8 @@ class VMCConfig:
     # training mode with a measured energy bias: docs/engine.md, Precision)
     engine_math: str = "ffma"
     # replay the gradient-and-update phase from a CUDA graph (CUDA only; saves the
-    # launch overhead of its ~800 small kernels, keeps their activations between steps)
+    # launch overhead of its ~2000 small GPU operations, keeps their activations
+    # between steps)
     gradient_graph: bool = True
     checkpoint_every: int = 100
     eval_batch: int = 4096
