@@ -1027,36 +1027,6 @@ struct Ctx {
       tick_fine(10, t0);
       // four channels per thread: 16-byte loads of the partial sums and the residual,
       // 16-byte stores (the same sums in the same order as bias_relu)
-      if (!kBRegs && (ks & 1) == 0 && 2 * nr * CQ <= nthreads) {
-        // two threads per four-channel group, each summing half of the K groups, joined
-        // by a shuffle: a 32 x 32 chunk has 256 groups for the 512 threads of the FFMA
-        // kernel, and half of them idled through the other half's ks loads
-        const int e = threadIdx.x >> 1, half = threadIdx.x & 1;
-        const bool act = e < nr * CQ;
-        const int r = act ? e / CQ : 0, o = act ? (e - r * CQ) * 4 : 0;
-        T z[4] = {};
-        if (act) {
-          const int kh = ks >> 1;
-          const T* pr = red + (half * kh * rstride + r) * d.c4 + red_col(r, o);
-          for (int kg = 0; kg < kh; ++kg) {
-            const Vec4<T> v = load4_sh(pr + kg * rstride * d.c4);
-#pragma unroll
-            for (int q = 0; q < 4; ++q) z[q] += v.v[q];
-          }
-        }
-#pragma unroll
-        for (int q = 0; q < 4; ++q) z[q] += __shfl_xor_sync(0xffffffffu, z[q], 1);
-        if (act && half == 0) {
-          const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
-          const Vec4<T> res = load4_sh(cur + 2 * RS + (r + 2 * (j - j0) + res_dx) * (cin + kSegPad) + o);
-#pragma unroll
-          for (int q = 0; q < 4; ++q) {
-            const T a = z[q] + bias[o + q];
-            z[q] = (a > T(0) ? a : T(0)) + res.v[q];
-          }
-          store4_sh(orow[j] + x * C + o, z);
-        }
-      } else
       for (int e = threadIdx.x; e < nr * CQ; e += nthreads) {
         const int r = e / CQ, o = (e - r * CQ) * 4;
         T z[4], b[4];
