@@ -31,21 +31,30 @@ import warnings
 
 import torch
 
-__all__ = ["GradientStep", "make_capturable"]
+__all__ = ["GradientStep", "make_capturable", "set_capturable"]
 
 
-def make_capturable(optimizer: torch.optim.Optimizer) -> None:
-    """Let ``optimizer`` (Adam-like: a ``capturable`` flag) run inside a CUDA graph:
-    its step counters move to the parameters' device. A no-op for optimizers without
-    the flag (SGD: its momentum buffers are plain tensors, graph-safe once created)."""
+def set_capturable(optimizer: torch.optim.Optimizer, capturable: bool) -> None:
+    """Set an Adam-like optimizer's ``capturable`` flag and move its step counters to
+    where the flag wants them (the parameters' device when capturable, else the CPU).
+    A loaded state dict carries the flag of the run that saved it: a checkpoint of a
+    graph-replayed CUDA run resumed on the CPU would otherwise fail in Adam's step. A
+    no-op for optimizers without the flag (SGD: its momentum buffers are plain tensors,
+    graph-safe once created)."""
     for group in optimizer.param_groups:
-        if "capturable" not in group or group["capturable"]:
+        if "capturable" not in group or bool(group["capturable"]) == capturable:
             continue
-        group["capturable"] = True
+        group["capturable"] = capturable
         for p in group["params"]:
             state = optimizer.state.get(p)
             if state and torch.is_tensor(state.get("step")):
-                state["step"] = state["step"].to(device=p.device, dtype=torch.float32)
+                device = p.device if capturable else torch.device("cpu")
+                state["step"] = state["step"].to(device=device, dtype=torch.float32)
+
+
+def make_capturable(optimizer: torch.optim.Optimizer) -> None:
+    """Let ``optimizer`` run inside a CUDA graph (``set_capturable(optimizer, True)``)."""
+    set_capturable(optimizer, True)
 
 
 class GradientStep:

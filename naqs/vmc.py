@@ -38,7 +38,7 @@ from . import distributed as dist_utils
 from . import ops, sampling
 from .hamiltonian import Hamiltonian, Heisenberg, TransverseFieldIsing
 from .lattice import Lattice, make_lattice
-from .gradient_step import GradientStep
+from .gradient_step import GradientStep, set_capturable
 from .local_energy import last_local_energy_path, local_energy
 from .models import PixelCNN, SymmetricModel
 
@@ -547,6 +547,9 @@ class VMC:
         if state["optimizer"] is not None:
             self._ensure_optimizer(int(state["optimizer_stage"]))
             self.optimizer.load_state_dict(state["optimizer"])
+            # (the saved flag is the saving run's: a CUDA-graph run resumed on the CPU, or
+            # the other way, gets the flag this run creates its optimizers with)
+            set_capturable(self.optimizer, self.gradient_step.use_graph)
         self._shift = float(state.get("energy_shift", 0.0))
         # checkpoints older than data parallelism hold one rank's state at the top level
         saved_world = int(state.get("world_size", 1))

@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 
-from naqs.gradient_step import GradientStep, make_capturable
+from naqs.gradient_step import GradientStep, make_capturable, set_capturable
 from naqs.models import PixelCNN
 from naqs.vmc import VMC, Stage, VMCConfig, vmc_loss
 
@@ -51,6 +51,35 @@ def test_cpu_runs_the_eager_phase():
         assert torch.equal(p, q)
 
 
+def test_checkpoint_of_a_graph_run_resumes_on_the_cpu(tmp_path):
+    """A CUDA-graph run saves Adam with capturable=True; resumed where the phase runs
+    eagerly (the CPU), the optimizer takes this run's flag and the run goes on bit for
+    bit (here the checkpoint is a CPU run's with the flag set as a graph run leaves it)."""
+
+    def config():
+        return VMCConfig(model="ising", size="2x3", gamma=1.0, n_blocks=2, channels=4, eval_batch=64,
+                         checkpoint_every=2, stages=[Stage(4, 16, "adam", 1e-2)], exact=False)  # fmt: skip
+
+    straight = VMC(config(), tmp_path / "a", progress=False)
+    straight.run()
+    first = VMC(config(), tmp_path / "b", progress=False)
+    first.out_dir.mkdir(parents=True)
+    (first.out_dir / "metrics.jsonl").write_text("")
+    (first.out_dir / "config.json").write_text(json.dumps(config().to_dict()))
+    for _ in range(2):
+        first.train_step()
+    first.save_checkpoint()
+    state = torch.load(first.checkpoint_path, weights_only=False)
+    for group in state["optimizer"]["param_groups"]:
+        group["capturable"] = True
+    torch.save(state, first.checkpoint_path)
+    resumed = VMC(config(), tmp_path / "b", progress=False)
+    assert resumed.run(resume=True)["steps"] == 4
+    assert not resumed.optimizer.param_groups[0]["capturable"]
+    for p, q in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q)
+
+
 def test_make_capturable_moves_adam_steps():
     model = PixelCNN(2, 2, 1, 2)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -59,6 +88,9 @@ def test_make_capturable_moves_adam_steps():
     make_capturable(opt)
     assert all(g["capturable"] for g in opt.param_groups)
     assert all(s["step"].dtype == torch.float32 for s in opt.state.values())
+    set_capturable(opt, False)
+    assert not any(g["capturable"] for g in opt.param_groups)
+    assert all(s["step"].device.type == "cpu" for s in opt.state.values())
     sgd = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     make_capturable(sgd)  # no flag: nothing to do
     assert "capturable" not in sgd.param_groups[0]
