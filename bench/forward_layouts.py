@@ -8,25 +8,17 @@ baseline of bench_engine.py (median of ``--reps`` after cuDNN's autotuning).
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import torch
+from bench_engine import timeit  # (bench/ is the script's directory: on sys.path)
 
 from naqs.models import PixelCNN
 
 
 def time_forward(model, spins, reps):
-    times = []
+    """Median ms of one forward (bench_engine.timeit, after 3 warm-up calls)."""
     with torch.no_grad():
-        for i in range(reps + 3):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            model.raw_outputs(spins)
-            b.record()
-            torch.cuda.synchronize()
-            if i >= 3:
-                times.append(a.elapsed_time(b))
-    return statistics.median(times)
+        return 1e3 * timeit(lambda: model.raw_outputs(spins), torch.device("cuda"), reps=reps, warmup=3)
 
 
 def main(argv=None):
