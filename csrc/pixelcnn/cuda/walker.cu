@@ -63,6 +63,7 @@ struct Member {
   const double* u;  // uniforms [N] when sampling
   T* hw;            // write buffer of h: [L][R][Lx][C]
   T* vw;            // write buffer of v
+  T* pre;           // kSample with presums: [L][Lx][C] row-start partial sums of h_l (scratch)
   const T* hp;      // storage of the unflipped sample (connected), [L][Ly][Lx][C]
   const T* vp;
   int64_t b, m;
@@ -82,6 +83,12 @@ struct RowSrc {
   int cols, pad;
 };
 
+
+// Scratch elements of one job: the rings of h and v (3 rows of every block), and when
+// sampling the row-start partial sums of the horizontal branch ([L][Lx][C], pass_rest).
+__host__ __device__ inline int64_t ring_elems(const Dims& d, int mode) {
+  return int64_t(d.blocks) * d.lx * d.channels * (mode == kSample ? 7 : 6);
+}
 
 // Elements of the K-split buffer red: the FFMA product's split (up to 16 per thread),
 // or 8 K groups of rows x C4 for the TF32 register-B product (Ctx::kBRegs).
@@ -202,6 +209,8 @@ struct Ctx {
   int tile, rows, S, WS, pipeline, math;
   int nthreads;  // blockDim.x (the kernel's template value: a compile-time constant)
   int prefetch;  // kSample: single-position passes start the next block's windows early
+  int presum;    // kSample: row-start partial sums of the horizontal branch (pass_rest)
+  int SR;        // presums: row stride of a rest buffer (pass_rest)
   int red_swz;     // column mask of red's swizzle (C4 - 1 for a power-of-two C4, else 0)
   int ncol;        // segment path: columns of one segment buffer (0: path off), see pass_seg
   int seg_min_nx;  // segment path: only for passes of at least this many positions per job
@@ -276,8 +285,9 @@ struct Ctx {
   // Issues cp.async copies (and plain stores for spins); the caller waits.
   // skip_center: leave the h_(l-1) part of tap 8, the site itself, alone (the previous
   // pass writes it there directly, see pass()'s prefetch).
+  // presum_rows: the row-start partial sum (pass_rest): row y of h_(l-1) reads as zero.
   __device__ void gather(bool is_h, int l, int y, int xb, int nx, int p0, int nr, T* xs,
-                         bool skip_center = false) const {
+                         bool skip_center = false, bool presum_rows = false) const {
     const int C = d.channels;
     const int cprev = l == 0 ? 1 : C, cin = is_h ? cprev + C : cprev;
     constexpr int VE = 16 / int(sizeof(T));
@@ -306,7 +316,9 @@ struct Ctx {
       if (is_h) {
         const int xx = x - 2 + tap % 3;
         const bool in = yy >= 0 && xx >= 0;
-        if (c < cprev) {
+        if (c < cprev && presum_rows && tap >= 6) {
+          // (zero-filled)
+        } else if (c < cprev) {
           if (l == 0) {
             if (in && tap != 8) spin_at = yy * d.lx + xx;
           } else if (in) {
@@ -377,8 +389,10 @@ struct Ctx {
   // with padded columns CS = cin + kSegPad and cb(r) = r + 2 (job of r - first job), i.e.
   // xs[cb(r) * CS + k + dy (RS - 3 cin) + dx kSegPad]; sg: the chunk. A 4-group of k never
   // straddles a column (cin % 4 == 0).
+  // xstride: row stride of xs (tap-by-tap windows; 0: S).
   template <bool kShared, bool kSeg = false>
-  __device__ void product(int K, const T* __restrict__ W, int rows4, const T* xs, SegArgs sg = SegArgs{}) const {
+  __device__ void product(int K, const T* __restrict__ W, int rows4, const T* xs, SegArgs sg = SegArgs{},
+                          int xstride = 0) const {
     const int C4 = d.c4, ng = C4 / 4, nbg = rows4 / 4;
     const int ws = kShared ? WS : C4;  // row stride of W
     int ntile, ks;
@@ -423,7 +437,7 @@ struct Ctx {
         }
       } else {
 #pragma unroll
-        for (int i = 0; i < 4; ++i) px[i] = xs + (bg + nbg * i) * S + k0;
+        for (int i = 0; i < 4; ++i) px[i] = xs + (bg + nbg * i) * (xstride ? xstride : S) + k0;
       }
       const T* pw = W + og * 4 + int64_t(k0) * ws;
       int k = k0;
@@ -603,6 +617,9 @@ struct Ctx {
   // A operands are read twice as often (local energies 20-40% slower than at 256
   // threads, runs 43 and 49: plan() gives this instance the sampler's walks).
   static constexpr bool kBRegs = kMath == kTF32 && (kThr == 256 || kThr == 512) && kCC == 32;
+  // the sampler's row-start partial sums (pass_rest) only in the FFMA instances (compiled
+  // out of the tensor-core ones: their registers are full)
+  static constexpr bool kPresum = kMath == kFFMA;
   static constexpr int kSteps = 9;           // k-steps of a warp's K slice (one per window column)
   static constexpr int kNTW = kThr == 512 ? 2 : 4;  // n-tiles of a warp (8 channels each)
   // 256 threads hold the B fragments for the whole pass (loaded by the first chunk); 512
@@ -776,12 +793,15 @@ struct Ctx {
   // weights and the windows of block l+1 at the same site (17 of its 18 taps do not
   // depend on this pass) and write this pass's outputs into the 18th, so that their
   // copies overlap this pass's finishing phase instead of stalling the next pass.
+  // presum (horizontal, kSample with presums): the row-start partial sums of h_l, i.e.
+  // the window without row y of h_(l-1), no bias / ReLU / residual, into Member::pre.
   __device__ void pass(bool is_h, int l, int y, int xb, int xe, bool keep, bool ready = false, bool next_h = true,
-                       int next_l = -1, bool prefetched = false, bool prefetch = false) const {
+                       int next_l = -1, bool prefetched = false, bool prefetch = false, bool presum = false) const {
     // (not for the sampler's prefetching single-position passes: their windows are in
     // the tap-by-tap layout, and the next pass relies on them)
+    if constexpr (!kPresum) presum = false;
     if (ncol && l > 0 && !keep && !prefetched && !prefetch && xe - xb >= seg_min_nx) {
-      pass_seg(is_h, l, y, xb, xe, ready, next_h, next_l);
+      pass_seg(is_h, l, y, xb, xe, ready, next_h, next_l, presum);
       return;
     }
     const int C = d.channels, C4 = d.c4;
@@ -800,7 +820,7 @@ struct Ctx {
     const int cr = pipe ? rows / 2 : rows;
     if (!prefetched) {
       if (wsm && !ready) stage_weights(K, W);
-      gather(is_h, l, y, xb, nx, 0, min(cr, npairs), xs);
+      gather(is_h, l, y, xb, nx, 0, min(cr, npairs), xs, false, presum);
     }
     cp_async_wait_all();
     __syncthreads();
@@ -809,7 +829,8 @@ struct Ctx {
       const int nr = min(cr, npairs - p0), rows4 = (nr + 3) & ~3;
       const int pn = p0 + cr;
       T* xc = xs + (pipe && (c & 1) ? size_t(cr) * S : 0);
-      if (pipe && pn < npairs) gather(is_h, l, y, xb, nx, pn, min(cr, npairs - pn), xs + (c & 1 ? 0 : size_t(cr) * S));
+      if (pipe && pn < npairs)
+        gather(is_h, l, y, xb, nx, pn, min(cr, npairs - pn), xs + (c & 1 ? 0 : size_t(cr) * S), false, presum);
       int ks, rstride = rows4;
       if constexpr (sizeof(T) == 4 && kMath != kFFMA) {
         if (math != kFFMA) product_mma<kMath>(K, nr, xc, ks, rstride);
@@ -831,16 +852,22 @@ struct Ctx {
       if (prefetch) gather(true, l + 1, y, xb, nx, 0, npairs, xs, true);
       for (int e = threadIdx.x; e < nr * C; e += nthreads) {
         const int r = e / C, o = e - r * C;
+        const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
+        if (presum) {
+          T z = T(0);
+          for (int kg = 0; kg < ks; ++kg) z += red[(kg * rstride + r) * C4 + red_col(r, o)];
+          mem[j].pre[(l * d.lx + x) * C + o] = z;
+          continue;
+        }
         T z = bias_relu(ks, rstride, r, o, bias);
         if (l > 0) z += xc[r * S + res_tap * cin + o];
-        const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
         store(is_h, l, y, x, mem[j], o, z);
         if (keep) hcur[j * C + o] = z;
         if (prefetch) xc[r * S + 8 * 2 * C + o] = z;  // tap 8, h_l part, of block l+1's window
       }
       if (!pipe && pn < npairs) {
         __syncthreads();
-        gather(is_h, l, y, xb, nx, pn, min(cr, npairs - pn), xs);
+        gather(is_h, l, y, xb, nx, pn, min(cr, npairs - pn), xs, false, presum);
       }
       if (!last) cp_async_wait_all();
       __syncthreads();
@@ -916,7 +943,9 @@ struct Ctx {
   }
 
   // pass() on the segment path (same arguments, keep = false).
-  __device__ void pass_seg(bool is_h, int l, int y, int xb, int xe, bool ready, bool next_h, int next_l) const {
+  __device__ void pass_seg(bool is_h, int l, int y, int xb, int xe, bool ready, bool next_h, int next_l,
+                           bool presum = false) const {
+    if constexpr (!kPresum) presum = false;
     const int C = d.channels, C4 = d.c4;
     const int cin = is_h ? 2 * C : C;
     int K;
@@ -944,12 +973,12 @@ struct Ctx {
       const int j = e / 7, q = e - 7 * j, dy = q >> 1, part = q & 1, yy = y - 2 + dy;
       const Member<T>& m = mem[j];
       if (q == 6) {
-        orow[j] = out_at(is_h, l, y, 0, m);
+        orow[j] = presum ? m.pre + l * d.lx * C : out_at(is_h, l, y, 0, m);
         continue;
       }
       RowSrc<T> rs{nullptr, nullptr, 1, 0};
       if (is_h && part == 0) {
-        if (yy >= 0) rs = row_src(true, m, l - 1, yy);
+        if (yy >= 0 && !(presum && dy == 2)) rs = row_src(true, m, l - 1, yy);  // presum: row y reads as zero
       } else if (is_h) {
         if (yy >= 1) rs = row_src(false, m, l, yy - 1);
       } else if (part == 0 && yy >= 0) {
@@ -1030,6 +1059,19 @@ struct Ctx {
       for (int e = threadIdx.x; e < nr * CQ; e += nthreads) {
         const int r = e / CQ, o = (e - r * CQ) * 4;
         T z[4], b[4];
+        if (presum) {  // the partial sums alone
+          const T* pr = red + r * C4 + red_col(r, o);
+#pragma unroll
+          for (int q = 0; q < 4; ++q) z[q] = T(0);
+          for (int kg = 0; kg < ks; ++kg) {
+            const Vec4<T> v = load4_sh(pr + kg * rstride * C4);
+#pragma unroll
+            for (int q = 0; q < 4; ++q) z[q] += v.v[q];
+          }
+          const int p = p0 + r, j = by_nx.div(p);
+          store4_sh(orow[j] + (xb + (p - j * nx)) * C + o, z);
+          continue;
+        }
 #pragma unroll
         for (int q = 0; q < 4; ++q) b[q] = kBRegs ? bias_r[q] : bias[o + q];
         if constexpr (kBRegs) {  // K groups: 8 (h) or 4 (v), see product_tf32_regs
@@ -1052,6 +1094,103 @@ struct Ctx {
       p0 = pn;
       nr = nrn;
     }
+  }
+
+  // ---- Row-start partial sums (kSample, presum). h_l at (y, x) reads a 3 x 3 window;
+  // all of it but row y of h_(l-1) (columns x-2..x) is known when row y starts. So each
+  // row starts with one row pass per block (pass(.., presum)) that multiplies those 15
+  // of the 18 window taps for every column into Member::pre, and each site's pass for
+  // block l (pass_rest) multiplies only the three row-y taps of h_(l-1), K = 3C instead
+  // of 18C: a sixth of the FLOPs and of the weights, and a ninth of the window, per
+  // single-position pass. Those passes are latency-bound chains (block l+1 needs h_l at
+  // the site), so each issues the next one's copies (its weights, its taps x-2 and x-1,
+  // its partial sums) right after its own start, into the other of two rest buffers,
+  // and writes the next one's third tap (its own output) itself.
+  //
+  // Rest buffer b: rows [tile][SR] at xs + b tile SR: columns [0, 3 cprev) the taps
+  // (dx-major; block 0: the spins at x-2, x-1, the site itself masked), [3C, 4C) the
+  // partial sums; the rest weights ([3 cprev][WS], rows (6 + dx) cin + c of W) at
+  // wsm + b 3 C WS.
+  __device__ int rest_k(int l) const { return l == 0 ? 2 : 3 * d.channels; }
+  __device__ T* rest_buf(int b) const { return xs + size_t(b) * tile * SR; }
+  __device__ T* rest_w(int b) const { return wsm + size_t(b) * 3 * d.channels * WS; }
+
+  // Issues the cp.async copies of pass_rest(l, y, x)'s inputs into buffer b: weights,
+  // partial sums, and for l > 0 the taps x-2, x-1 (tap x is written by the pass before;
+  // block 0's spins by the site walk).
+  __device__ void copy_rest(int l, int y, int x, int b) const {
+    constexpr int VE = 16 / int(sizeof(T));
+    const int C = d.channels, cprev = l == 0 ? 1 : C, cin = cprev + C, K = rest_k(l);
+    int Kfull;
+    const T* W = layer_weights(true, l, Kfull);
+    T* wb = rest_w(b);
+    T* xb = rest_buf(b);
+    const int upr = d.c4 / VE;  // 16-byte units per weight row
+    const int upc = C / VE;     // ... per channel vector (C % VE == 0: presum needs 4 | C)
+    const int nw = K * upr, np = tile * upc, nt = l == 0 ? 0 : 2 * tile * upc;
+    for (int e = threadIdx.x; e < nw + np + nt; e += nthreads) {
+      if (e < nw) {
+        const int k = e / upr, c = (e - k * upr) * VE, dx = k / cprev;
+        cp_async<16>(wb + k * WS + c, W + int64_t((6 + dx) * cin + (k - dx * cprev)) * d.c4 + c, w.bo);
+      } else if (e < nw + np) {
+        const int f = e - nw, j = f / upc, c = (f - j * upc) * VE;
+        cp_async<16>(xb + j * SR + 3 * C + c, mem[j].pre + (l * d.lx + x) * C + c, w.bo);
+      } else {
+        const int f = e - nw - np, jt = f / upc, c = (f - jt * upc) * VE, j = jt >> 1, dx = jt & 1;
+        const int xx = x - 2 + dx;
+        cp_async<16>(xb + j * SR + dx * C + c, xx >= 0 ? h_at(mem[j], l - 1, y, xx) + c : nullptr, w.bo);
+      }
+    }
+  }
+
+  // h_l at the one site (y, x) of every job from buffer b (see above): the product of the
+  // row-y taps, plus the partial sum and the bias, ReLU, plus the residual h_(l-1)(y, x)
+  // (tap x). own: copy the inputs first (the first pass of a row: block 0 at x = 0,
+  // whose spin taps are outside the lattice). next_l >= 0: the next pass is
+  // pass_rest(next_l, y, next_x) on buffer b ^ 1: its copies start now; for
+  // next_l = l + 1 (same site) this pass writes its third tap.
+  __device__ void pass_rest(int l, int y, int x, int b, bool own, int next_l, int next_x) const {
+    const int C = d.channels, C4 = d.c4, CQ = C / 4, K = rest_k(l);
+    T* xb = rest_buf(b);
+    const T* bias = w.bh + int64_t(l) * C;
+    long long t0 = prof && threadIdx.x == 0 ? clock64() : 0;
+    if (own) {
+      copy_rest(l, y, x, b);
+      if (l == 0)
+        for (int e = threadIdx.x; e < tile * 2; e += nthreads) {
+          const int j = e >> 1, dx = e & 1, xx = x - 2 + dx;
+          xb[j * SR + dx] = xx >= 0 ? T(mem[j].s[y * d.lx + xx]) : T(0);
+        }
+    }
+    cp_async_wait_all();
+    __syncthreads();
+    tick(0, t0);
+    if (next_l >= 0) copy_rest(next_l, y, next_x, b ^ 1);  // (buffer b ^ 1 was the last pass's)
+    int ntile, ks;
+    split(tile, C4, ntile, ks);
+    product<true>(K, rest_w(b), tile, xb, SegArgs{}, SR);
+    __syncthreads();
+    tick(1, t0);
+    T* xn = rest_buf(b ^ 1);
+    for (int e = threadIdx.x; e < tile * CQ; e += nthreads) {
+      const int j = e / CQ, o = (e - j * CQ) * 4;
+      const Vec4<T> pre = load4_sh(xb + j * SR + 3 * C + o);
+      T bp[4], z[4];
+#pragma unroll
+      for (int q = 0; q < 4; ++q) bp[q] = bias[o + q] + pre.v[q];
+      bias_relu4(ks, tile, j, o, bp, z);
+      if (l > 0) {
+        const Vec4<T> res = load4_sh(xb + j * SR + 2 * C + o);
+#pragma unroll
+        for (int q = 0; q < 4; ++q) z[q] += res.v[q];
+      }
+      store4_sh(out_at(true, l, y, x, mem[j]) + o, z);
+      if (next_l == l + 1) store4_sh(xn + j * SR + 2 * C + o, z);
+      if (l == d.blocks - 1) store4_sh(hcur + j * C + o, z);
+    }
+    __syncthreads();
+    tick(2, t0);
+    if (prof && threadIdx.x == 0) prof[5] += 1;
   }
 
   // The conditional of site i for member m from its raw outputs; returns nothing,
@@ -1137,8 +1276,8 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
                                                         Weights<T> w,      // kernel layout, see walker.h
                                                         WalkArgs<T> a,     // inputs/outputs of the mode
                                                         int tile, int rows, int xs_stride, int w_shared,
-                                                        int pipeline, int segments, int prefetch,
-                                                        T* __restrict__ ring,         // [grid][tile][2][L][3][Lx][C]
+                                                        int pipeline, int segments, int prefetch, int presum,
+                                                        T* __restrict__ ring,         // [grid][tile][ring_elems]
                                                         int8_t* __restrict__ confs,   // [grid][tile][N]
                                                         unsigned long long* __restrict__ tiles_taken,  // zeroed
                                                         long long* __restrict__ prof)  // [grid][kProfSlots] or null
@@ -1158,6 +1297,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   cx.rows = rows;
   cx.nthreads = kThr;
   cx.prefetch = prefetch && w_shared && !pipeline && tile <= rows;
+  cx.SR = 4 * C + 4;  // a rest buffer's row: 3 taps, the partial sums, 16 bytes of padding
   cx.pipeline = pipeline;
   cx.WS = d.c4 + 8;  // padded: conflict-free B fragments of the MMA path
   // tensor-core products need the weights in shared memory and 8 | C <= 32
@@ -1165,6 +1305,10 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   if constexpr (Ctx<T, kMath, kThr, kCC>::kBRegs) {
     if (cx.math != kTF32) __trap();  // plan() never launches it so (no FFMA fallback)
   }
+  // row-start partial sums in the sampler: FFMA products, weights in shared memory, 4 | C
+  // (16-byte copies); two rest buffers fit in the window chunk and in wsm (S >= 8 C + 8)
+  cx.presum = presum && a.mode == kSample && w_shared && cx.math == kFFMA && C % 4 == 0 && !pipeline &&
+              tile <= rows && Ctx<T, kMath, kThr, kCC>::kPresum;
   cx.S = xs_stride;
   cx.red_swz = (d.c4 & (d.c4 - 1)) == 0 ? d.c4 - 1 : 0;
   // segment path: two [3][ncol][2C + pad] buffers (padded columns) in the space of the
@@ -1205,6 +1349,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   // instance)
   if (cx.prof && threadIdx.x == 0) cx.prof[4] -= clock64();
   const int64_t ring_job = int64_t(L) * 3 * d.lx * C;  // one branch of one job
+  const int64_t job_elems = ring_elems(d, a.mode);      // both rings (and the presums)
   const int64_t store_job = int64_t(L) * d.ly * d.lx * C;
   const int64_t n_tiles = (a.n_jobs + tile - 1) / tile;
 
@@ -1225,8 +1370,9 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
       Member<T> m{};
       m.valid = job < a.n_jobs;
       if (!m.valid) job = t * tile;  // mirror the first job of the tile (reads stay valid)
-      T* my_ring = ring + (int64_t(blockIdx.x) * tile + j) * 2 * ring_job;
+      T* my_ring = ring + (int64_t(blockIdx.x) * tile + j) * job_elems;
       m.hw = my_ring;
+      m.pre = a.mode == kSample ? my_ring + 2 * ring_job : nullptr;
       m.vw = my_ring + ring_job;
       m.R = 3;
       if (a.mode != kConnected) {
@@ -1304,7 +1450,48 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
     }
     __syncthreads();
 
-    if (a.mode == kSample) {
+    if (a.mode == kSample && cx.presum) {
+      if constexpr (Ctx<T, kMath, kThr, kCC>::kPresum) {
+        // ---- site walk with row-start partial sums (see pass_rest). Weights chained:
+        // each presum pass stages the next one's, the last vertical pass of a row the
+        // first presum pass's of the next row; the rest passes stage their own.
+        int b = 0;  // rest buffer of the next rest pass
+        for (int y = 0; y < d.ly; ++y) {
+          for (int l = 0; l < L; ++l)
+            cx.pass(true, l, y, 0, d.lx, false, y > 0 || l > 0, true, l < L - 1 ? l + 1 : -1, false, false, true);
+          for (int x = 0; x < d.lx; ++x) {
+            const int i = y * d.lx + x;
+            for (int l = 0; l < L; ++l) {
+              const int nl = l < L - 1 ? l + 1 : (x + 1 < d.lx ? 0 : -1);
+              cx.pass_rest(l, y, x, b, x == 0 && l == 0, nl, l < L - 1 ? x : x + 1);
+              b ^= 1;
+            }
+            long long t0 = cx.prof && threadIdx.x == 0 ? clock64() : 0;
+            if (threadIdx.x < tile) {
+              Member<T>& m = cx.mem[threadIdx.x];
+              const T* hl = cx.hcur + threadIdx.x * C;
+              T raw[4];
+#pragma unroll
+              for (int q = 0; q < 4; ++q) {
+                T z = w.bo[q];
+                for (int c = 0; c < C; ++c) z += w.wo[c * 4 + q] * hl[c];
+                raw[q] = z;
+              }
+              cx.site_out(m, a, i, raw);
+              if (x + 1 < d.lx) {  // block 0's spin taps (x-1, x) at site x+1, buffer b
+                T* xn = cx.rest_buf(b) + threadIdx.x * cx.SR;
+                xn[0] = x >= 1 ? T(m.s[i - 1]) : T(0);
+                xn[1] = T(m.s[i]);
+              }
+            }
+            __syncthreads();
+            cx.tick(3, t0);
+          }
+          if (y < d.ly - 1)
+            for (int l = 0; l < L; ++l) cx.pass(false, l, y, 0, d.lx, false, l > 0, l == L - 1, l < L - 1 ? l + 1 : 0);
+        }
+      }
+    } else if (a.mode == kSample) {
       // ---- site walk
       for (int i = start; i < N; ++i) {
         const int y = i / d.lx, x = i - y * d.lx;
@@ -1522,7 +1709,7 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   const int64_t n_tiles = (n_jobs + p.tile - 1) / p.tile;
   const int64_t grid = std::min<int64_t>(n_tiles, slots);
   p.grid = int(grid < 1 ? 1 : grid);
-  const size_t ring = size_t(2) * d.blocks * 3 * d.lx * d.channels * sizeof(T);
+  const size_t ring = size_t(ring_elems(d, mode)) * sizeof(T);
   const size_t conf = (size_t(d.n_sites) + 15) & ~size_t(15);
   p.scratch_bytes = size_t(p.grid) * p.tile * (ring + conf) + 768;  // alignment, then the tile counter (walk)
   *out = p;
@@ -1533,7 +1720,7 @@ template <typename T>
 cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const Plan& p, void* scratch,
                  cudaStream_t stream) {
   if (a.n_jobs <= 0) return cudaSuccess;
-  const size_t ring_bytes = size_t(p.grid) * p.tile * size_t(2) * d.blocks * 3 * d.lx * d.channels * sizeof(T);
+  const size_t ring_bytes = size_t(p.grid) * p.tile * size_t(ring_elems(d, a.mode)) * sizeof(T);
   T* ring = reinterpret_cast<T*>(scratch);
   int8_t* confs = reinterpret_cast<int8_t*>(scratch) + ((ring_bytes + 255) & ~size_t(255));
   // the kernel's tile counter, 256-aligned in the last 512 bytes of the scratch (past the
@@ -1556,11 +1743,14 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   // windows (A/B of pass()'s prefetch).
   const char* pf_env = std::getenv("NAQS_PIXELCNN_PREFETCH");
   const int prefetch = pf_env && pf_env[0] == '0' ? 0 : 1;
+  // NAQS_PIXELCNN_PRESUM=0: the sampler without row-start partial sums (pass_rest), A/B.
+  const char* ps_env = std::getenv("NAQS_PIXELCNN_PRESUM");
+  const int presum = ps_env && ps_env[0] == '0' ? 0 : 1;
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
   const auto kernel = kernel_for<T>(p.threads, d.channels, math);
   if (!(env && env[0] == '1')) {
     kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared,
-                                                          pipeline, segments, prefetch, ring, confs, tiles_taken, nullptr);
+                                                          pipeline, segments, prefetch, presum, ring, confs, tiles_taken, nullptr);
     return cudaGetLastError();
   }
   // Diagnostics: per-CTA clock64 counters of thread 0 (time in each phase, barrier
@@ -1570,7 +1760,7 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   if (err != cudaSuccess) return err;
   cudaMemsetAsync(prof, 0, sizeof(long long) * kProfSlots * p.grid, stream);
   kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared, pipeline,
-                                                segments, prefetch, ring, confs, tiles_taken, prof);
+                                                segments, prefetch, presum, ring, confs, tiles_taken, prof);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   std::vector<long long> h(size_t(kProfSlots) * p.grid);
   if ((err = cudaMemcpyAsync(h.data(), prof, h.size() * sizeof(long long), cudaMemcpyDeviceToHost, stream)) !=
