@@ -210,7 +210,7 @@ struct Ctx {
   int nthreads;  // blockDim.x (the kernel's template value: a compile-time constant)
   int prefetch;  // kSample: single-position passes start the next block's windows early
   int presum;    // kSample: row-start partial sums of the horizontal branch (pass_rest)
-  int SR;        // presums: row stride of a rest buffer (pass_rest)
+  int SR;        // presums: columns of a rest buffer (pass_rest)
   int red_swz;     // column mask of red's swizzle (C4 - 1 for a power-of-two C4, else 0)
   int ncol;        // segment path: columns of one segment buffer (0: path off), see pass_seg
   int seg_min_nx;  // segment path: only for passes of at least this many positions per job
@@ -389,10 +389,8 @@ struct Ctx {
   // with padded columns CS = cin + kSegPad and cb(r) = r + 2 (job of r - first job), i.e.
   // xs[cb(r) * CS + k + dy (RS - 3 cin) + dx kSegPad]; sg: the chunk. A 4-group of k never
   // straddles a column (cin % 4 == 0).
-  // xstride: row stride of xs (tap-by-tap windows; 0: S).
   template <bool kShared, bool kSeg = false>
-  __device__ void product(int K, const T* __restrict__ W, int rows4, const T* xs, SegArgs sg = SegArgs{},
-                          int xstride = 0) const {
+  __device__ void product(int K, const T* __restrict__ W, int rows4, const T* xs, SegArgs sg = SegArgs{}) const {
     const int C4 = d.c4, ng = C4 / 4, nbg = rows4 / 4;
     const int ws = kShared ? WS : C4;  // row stride of W
     int ntile, ks;
@@ -437,7 +435,7 @@ struct Ctx {
         }
       } else {
 #pragma unroll
-        for (int i = 0; i < 4; ++i) px[i] = xs + (bg + nbg * i) * (xstride ? xstride : S) + k0;
+        for (int i = 0; i < 4; ++i) px[i] = xs + (bg + nbg * i) * S + k0;
       }
       const T* pw = W + og * 4 + int64_t(k0) * ws;
       int k = k0;
@@ -793,15 +791,18 @@ struct Ctx {
   // weights and the windows of block l+1 at the same site (17 of its 18 taps do not
   // depend on this pass) and write this pass's outputs into the 18th, so that their
   // copies overlap this pass's finishing phase instead of stalling the next pass.
-  // presum (horizontal, kSample with presums): the row-start partial sums of h_l, i.e.
-  // the window without row y of h_(l-1), no bias / ReLU / residual, into Member::pre.
-  __device__ void pass(bool is_h, int l, int y, int xb, int xe, bool keep, bool ready = false, bool next_h = true,
-                       int next_l = -1, bool prefetched = false, bool prefetch = false, bool presum = false) const {
+  // kPre (horizontal, kSample with presums): the row-start partial sums of h_l, i.e.
+  // the window without row y of h_(l-1), no bias / ReLU / residual, into Member::pre (a
+  // template argument: a run-time flag in the local energies' passes cost registers).
+  template <bool kPre = false>
+  __device__ __forceinline__ void pass(bool is_h, int l, int y, int xb, int xe, bool keep, bool ready = false,
+                                       bool next_h = true, int next_l = -1, bool prefetched = false,
+                                       bool prefetch = false) const {
+    constexpr bool presum = kPre;
     // (not for the sampler's prefetching single-position passes: their windows are in
     // the tap-by-tap layout, and the next pass relies on them)
-    if constexpr (!kPresum) presum = false;
     if (ncol && l > 0 && !keep && !prefetched && !prefetch && xe - xb >= seg_min_nx) {
-      pass_seg(is_h, l, y, xb, xe, ready, next_h, next_l, presum);
+      pass_seg<kPre>(is_h, l, y, xb, xe, ready, next_h, next_l);
       return;
     }
     const int C = d.channels, C4 = d.c4;
@@ -853,7 +854,7 @@ struct Ctx {
       for (int e = threadIdx.x; e < nr * C; e += nthreads) {
         const int r = e / C, o = e - r * C;
         const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
-        if (presum) {
+        if constexpr (presum) {
           T z = T(0);
           for (int kg = 0; kg < ks; ++kg) z += red[(kg * rstride + r) * C4 + red_col(r, o)];
           mem[j].pre[(l * d.lx + x) * C + o] = z;
@@ -943,9 +944,9 @@ struct Ctx {
   }
 
   // pass() on the segment path (same arguments, keep = false).
-  __device__ void pass_seg(bool is_h, int l, int y, int xb, int xe, bool ready, bool next_h, int next_l,
-                           bool presum = false) const {
-    if constexpr (!kPresum) presum = false;
+  template <bool kPre = false>
+  __device__ void pass_seg(bool is_h, int l, int y, int xb, int xe, bool ready, bool next_h, int next_l) const {
+    constexpr bool presum = kPre;
     const int C = d.channels, C4 = d.c4;
     const int cin = is_h ? 2 * C : C;
     int K;
@@ -1059,7 +1060,7 @@ struct Ctx {
       for (int e = threadIdx.x; e < nr * CQ; e += nthreads) {
         const int r = e / CQ, o = (e - r * CQ) * 4;
         T z[4], b[4];
-        if (presum) {  // the partial sums alone
+        if constexpr (presum) {  // the partial sums alone
           const T* pr = red + r * C4 + red_col(r, o);
 #pragma unroll
           for (int q = 0; q < 4; ++q) z[q] = T(0);
@@ -1098,7 +1099,7 @@ struct Ctx {
 
   // ---- Row-start partial sums (kSample, presum). h_l at (y, x) reads a 3 x 3 window;
   // all of it but row y of h_(l-1) (columns x-2..x) is known when row y starts. So each
-  // row starts with one row pass per block (pass(.., presum)) that multiplies those 15
+  // row starts with one row pass per block (pass<true>) that multiplies those 15
   // of the 18 window taps for every column into Member::pre, and each site's pass for
   // block l (pass_rest) multiplies only the three row-y taps of h_(l-1), K = 3C instead
   // of 18C: a sixth of the FLOPs and of the weights, and a ninth of the window, per
@@ -1107,12 +1108,13 @@ struct Ctx {
   // its partial sums) right after its own start, into the other of two rest buffers,
   // and writes the next one's third tap (its own output) itself.
   //
-  // Rest buffer b: rows [tile][SR] at xs + b tile SR: columns [0, 3 cprev) the taps
-  // (dx-major; block 0: the spins at x-2, x-1, the site itself masked), [3C, 4C) the
-  // partial sums; the rest weights ([3 cprev][WS], rows (6 + dx) cin + c of W) at
-  // wsm + b 3 C WS.
+  // Rest buffer b: columns [b SR, b SR + 4C) of the window chunk's rows (row j: job j,
+  // stride S as for the windows, so that the product is the windows' one): columns
+  // [0, 3 cprev) the taps (dx-major; block 0: the spins at x-2, x-1, the site itself
+  // masked), [3C, 4C) the partial sums; the rest weights ([3 cprev][WS], rows
+  // (6 + dx) cin + c of W) at wsm + b 3 C WS.
   __device__ int rest_k(int l) const { return l == 0 ? 2 : 3 * d.channels; }
-  __device__ T* rest_buf(int b) const { return xs + size_t(b) * tile * SR; }
+  __device__ T* rest_buf(int b) const { return xs + b * SR; }
   __device__ T* rest_w(int b) const { return wsm + size_t(b) * 3 * d.channels * WS; }
 
   // Issues the cp.async copies of pass_rest(l, y, x)'s inputs into buffer b: weights,
@@ -1134,11 +1136,11 @@ struct Ctx {
         cp_async<16>(wb + k * WS + c, W + int64_t((6 + dx) * cin + (k - dx * cprev)) * d.c4 + c, w.bo);
       } else if (e < nw + np) {
         const int f = e - nw, j = f / upc, c = (f - j * upc) * VE;
-        cp_async<16>(xb + j * SR + 3 * C + c, mem[j].pre + (l * d.lx + x) * C + c, w.bo);
+        cp_async<16>(xb + j * S + 3 * C + c, mem[j].pre + (l * d.lx + x) * C + c, w.bo);
       } else {
         const int f = e - nw - np, jt = f / upc, c = (f - jt * upc) * VE, j = jt >> 1, dx = jt & 1;
         const int xx = x - 2 + dx;
-        cp_async<16>(xb + j * SR + dx * C + c, xx >= 0 ? h_at(mem[j], l - 1, y, xx) + c : nullptr, w.bo);
+        cp_async<16>(xb + j * S + dx * C + c, xx >= 0 ? h_at(mem[j], l - 1, y, xx) + c : nullptr, w.bo);
       }
     }
   }
@@ -1149,7 +1151,7 @@ struct Ctx {
   // whose spin taps are outside the lattice). next_l >= 0: the next pass is
   // pass_rest(next_l, y, next_x) on buffer b ^ 1: its copies start now; for
   // next_l = l + 1 (same site) this pass writes its third tap.
-  __device__ void pass_rest(int l, int y, int x, int b, bool own, int next_l, int next_x) const {
+  __device__ __forceinline__ void pass_rest(int l, int y, int x, int b, bool own, int next_l, int next_x) const {
     const int C = d.channels, C4 = d.c4, CQ = C / 4, K = rest_k(l);
     T* xb = rest_buf(b);
     const T* bias = w.bh + int64_t(l) * C;
@@ -1159,7 +1161,7 @@ struct Ctx {
       if (l == 0)
         for (int e = threadIdx.x; e < tile * 2; e += nthreads) {
           const int j = e >> 1, dx = e & 1, xx = x - 2 + dx;
-          xb[j * SR + dx] = xx >= 0 ? T(mem[j].s[y * d.lx + xx]) : T(0);
+          xb[j * S + dx] = xx >= 0 ? T(mem[j].s[y * d.lx + xx]) : T(0);
         }
     }
     cp_async_wait_all();
@@ -1168,24 +1170,24 @@ struct Ctx {
     if (next_l >= 0) copy_rest(next_l, y, next_x, b ^ 1);  // (buffer b ^ 1 was the last pass's)
     int ntile, ks;
     split(tile, C4, ntile, ks);
-    product<true>(K, rest_w(b), tile, xb, SegArgs{}, SR);
+    product<true>(K, rest_w(b), tile, xb);
     __syncthreads();
     tick(1, t0);
     T* xn = rest_buf(b ^ 1);
     for (int e = threadIdx.x; e < tile * CQ; e += nthreads) {
       const int j = e / CQ, o = (e - j * CQ) * 4;
-      const Vec4<T> pre = load4_sh(xb + j * SR + 3 * C + o);
+      const Vec4<T> pre = load4_sh(xb + j * S + 3 * C + o);
       T bp[4], z[4];
 #pragma unroll
       for (int q = 0; q < 4; ++q) bp[q] = bias[o + q] + pre.v[q];
       bias_relu4(ks, tile, j, o, bp, z);
       if (l > 0) {
-        const Vec4<T> res = load4_sh(xb + j * SR + 2 * C + o);
+        const Vec4<T> res = load4_sh(xb + j * S + 2 * C + o);
 #pragma unroll
         for (int q = 0; q < 4; ++q) z[q] += res.v[q];
       }
       store4_sh(out_at(true, l, y, x, mem[j]) + o, z);
-      if (next_l == l + 1) store4_sh(xn + j * SR + 2 * C + o, z);
+      if (next_l == l + 1) store4_sh(xn + j * S + 2 * C + o, z);
       if (l == d.blocks - 1) store4_sh(hcur + j * C + o, z);
     }
     __syncthreads();
@@ -1297,7 +1299,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   cx.rows = rows;
   cx.nthreads = kThr;
   cx.prefetch = prefetch && w_shared && !pipeline && tile <= rows;
-  cx.SR = 4 * C + 4;  // a rest buffer's row: 3 taps, the partial sums, 16 bytes of padding
+  cx.SR = 4 * C + 4;  // a rest buffer's columns: 3 taps, the partial sums, 16 bytes of padding
   cx.pipeline = pipeline;
   cx.WS = d.c4 + 8;  // padded: conflict-free B fragments of the MMA path
   // tensor-core products need the weights in shared memory and 8 | C <= 32
@@ -1306,7 +1308,8 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
     if (cx.math != kTF32) __trap();  // plan() never launches it so (no FFMA fallback)
   }
   // row-start partial sums in the sampler: FFMA products, weights in shared memory, 4 | C
-  // (16-byte copies); two rest buffers fit in the window chunk and in wsm (S >= 8 C + 8)
+  // (16-byte copies); two rest buffers fit in the window chunk's rows and in wsm
+  // (S >= 18 C + 4 >= 2 SR)
   cx.presum = presum && a.mode == kSample && w_shared && cx.math == kFFMA && C % 4 == 0 && !pipeline &&
               tile <= rows && Ctx<T, kMath, kThr, kCC>::kPresum;
   cx.S = xs_stride;
@@ -1458,7 +1461,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
         int b = 0;  // rest buffer of the next rest pass
         for (int y = 0; y < d.ly; ++y) {
           for (int l = 0; l < L; ++l)
-            cx.pass(true, l, y, 0, d.lx, false, y > 0 || l > 0, true, l < L - 1 ? l + 1 : -1, false, false, true);
+            cx.template pass<true>(true, l, y, 0, d.lx, false, y > 0 || l > 0, true, l < L - 1 ? l + 1 : -1);
           for (int x = 0; x < d.lx; ++x) {
             const int i = y * d.lx + x;
             for (int l = 0; l < L; ++l) {
@@ -1479,7 +1482,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
               }
               cx.site_out(m, a, i, raw);
               if (x + 1 < d.lx) {  // block 0's spin taps (x-1, x) at site x+1, buffer b
-                T* xn = cx.rest_buf(b) + threadIdx.x * cx.SR;
+                T* xn = cx.rest_buf(b) + threadIdx.x * cx.S;
                 xn[0] = x >= 1 ? T(m.s[i - 1]) : T(0);
                 xn[1] = T(m.s[i]);
               }
