@@ -30,7 +30,7 @@ GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | 
 echo "== build"
 T0=$SECONDS
 MICRO=ON; { [ "${NAQS_GPU_ENGINE_ONLY:-0}" = 1 ] || [ "${NAQS_GPU_QUICK:-0}" = 1 ]; } && MICRO=OFF
-if timeout 240 $PY -m pip install --no-build-isolation -v -e . -C cmake.define.NAQS_BUILD_BENCH=$MICRO > "$OUT/build.log" 2>&1; then
+if timeout 330 $PY -m pip install --no-build-isolation -v -e . -C cmake.define.NAQS_BUILD_BENCH=$MICRO > "$OUT/build.log" 2>&1; then
   echo "build: ok (microbenchmarks $MICRO, $((SECONDS - T0)) s)" | tee -a "$SUMMARY"
 else
   echo "build with microbenchmarks FAILED; retrying without" | tee -a "$SUMMARY"

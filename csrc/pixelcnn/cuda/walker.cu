@@ -795,7 +795,7 @@ struct Ctx {
   // the window without row y of h_(l-1), no bias / ReLU / residual, into Member::pre (a
   // template argument: a run-time flag in the local energies' passes cost registers).
   template <bool kPre = false>
-  __device__ __forceinline__ void pass(bool is_h, int l, int y, int xb, int xe, bool keep, bool ready = false,
+  __device__ void pass(bool is_h, int l, int y, int xb, int xe, bool keep, bool ready = false,
                                        bool next_h = true, int next_l = -1, bool prefetched = false,
                                        bool prefetch = false) const {
     constexpr bool presum = kPre;
@@ -1453,53 +1453,31 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
     }
     __syncthreads();
 
-    if (a.mode == kSample && cx.presum) {
-      if constexpr (Ctx<T, kMath, kThr, kCC>::kPresum) {
-        // ---- site walk with row-start partial sums (see pass_rest). Weights chained:
-        // each presum pass stages the next one's, the last vertical pass of a row the
-        // first presum pass's of the next row; the rest passes stage their own.
-        int b = 0;  // rest buffer of the next rest pass
-        for (int y = 0; y < d.ly; ++y) {
-          for (int l = 0; l < L; ++l)
-            cx.template pass<true>(true, l, y, 0, d.lx, false, y > 0 || l > 0, true, l < L - 1 ? l + 1 : -1);
-          for (int x = 0; x < d.lx; ++x) {
-            const int i = y * d.lx + x;
-            for (int l = 0; l < L; ++l) {
-              const int nl = l < L - 1 ? l + 1 : (x + 1 < d.lx ? 0 : -1);
-              cx.pass_rest(l, y, x, b, x == 0 && l == 0, nl, l < L - 1 ? x : x + 1);
-              b ^= 1;
-            }
-            long long t0 = cx.prof && threadIdx.x == 0 ? clock64() : 0;
-            if (threadIdx.x < tile) {
-              Member<T>& m = cx.mem[threadIdx.x];
-              const T* hl = cx.hcur + threadIdx.x * C;
-              T raw[4];
-#pragma unroll
-              for (int q = 0; q < 4; ++q) {
-                T z = w.bo[q];
-                for (int c = 0; c < C; ++c) z += w.wo[c * 4 + q] * hl[c];
-                raw[q] = z;
-              }
-              cx.site_out(m, a, i, raw);
-              if (x + 1 < d.lx) {  // block 0's spin taps (x-1, x) at site x+1, buffer b
-                T* xn = cx.rest_buf(b) + threadIdx.x * cx.S;
-                xn[0] = x >= 1 ? T(m.s[i - 1]) : T(0);
-                xn[1] = T(m.s[i]);
-              }
-            }
-            __syncthreads();
-            cx.tick(3, t0);
-          }
-          if (y < d.ly - 1)
-            for (int l = 0; l < L; ++l) cx.pass(false, l, y, 0, d.lx, false, l > 0, l == L - 1, l < L - 1 ? l + 1 : 0);
-        }
-      }
-    } else if (a.mode == kSample) {
-      // ---- site walk
+    if (a.mode == kSample) {
+      // ---- site walk. With row-start partial sums (cx.presum, see pass_rest) each row
+      // starts with one presum pass per block and each site's blocks run pass_rest;
+      // weights chained: each presum pass stages the next one's, the last vertical pass
+      // of a row the first presum pass's of the next row, the rest passes their own.
+      constexpr bool kPre = Ctx<T, kMath, kThr, kCC>::kPresum;
+      const bool presum = kPre && cx.presum;
+      int b = 0;  // presum: rest buffer of the next rest pass
       for (int i = start; i < N; ++i) {
         const int y = i / d.lx, x = i - y * d.lx;
         const bool row_end = x == d.lx - 1 && y < d.ly - 1;
+        if constexpr (kPre) {
+          if (presum && x == 0)
+            for (int l = 0; l < L; ++l)
+              cx.template pass<true>(true, l, y, 0, d.lx, false, y > 0 || l > 0, true, l < L - 1 ? l + 1 : -1);
+        }
         for (int l = 0; l < L; ++l) {
+          if constexpr (kPre) {
+            if (presum) {
+              const int nl = l < L - 1 ? l + 1 : (x + 1 < d.lx ? 0 : -1);
+              cx.pass_rest(l, y, x, b, x == 0 && l == 0, nl, l < L - 1 ? x : x + 1);
+              b ^= 1;
+              continue;
+            }
+          }
           // weights of the next pass: h_{l+1}, else v_0 at a row end, else h_0 of site i+1
           const bool nh = l < L - 1 || !row_end;
           const int nl = l < L - 1 ? l + 1 : (row_end ? 0 : (i + 1 < N ? 0 : -1));
@@ -1518,11 +1496,17 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
             raw[q] = z;
           }
           cx.site_out(m, a, i, raw);
+          if (presum && x + 1 < d.lx) {  // block 0's spin taps (x-1, x) at site x+1, buffer b
+            T* xn = cx.rest_buf(b) + threadIdx.x * cx.S;
+            xn[0] = x >= 1 ? T(m.s[i - 1]) : T(0);
+            xn[1] = T(m.s[i]);
+          }
         }
         __syncthreads();
         cx.tick(3, t0);
-        if (row_end)
-          for (int l = 0; l < L; ++l) cx.pass(false, l, y, 0, d.lx, false, true, l == L - 1, l < L - 1 ? l + 1 : 0);
+        if (row_end)  // (presum: v_0 stages its own weights)
+          for (int l = 0; l < L; ++l)
+            cx.pass(false, l, y, 0, d.lx, false, !presum || l > 0, l == L - 1, l < L - 1 ? l + 1 : 0);
       }
     } else {
       // ---- row walk (spins given): per row and block, h_l then v_l (h_l of row y
