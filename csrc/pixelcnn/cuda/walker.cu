@@ -173,6 +173,8 @@ __device__ __forceinline__ void cp_async(void* dst, const void* src, const void*
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
+template <int kN>
+__device__ __forceinline__ void cp_async_wait_n() { asm volatile("cp.async.wait_group %0;\n" ::"n"(kN) : "memory"); }
 
 // Tensor-core math (float networks only, NAQS_PIXELCNN_MATH): round to TF32, and one
 // m16n8k8 TF32 MMA with FP32 accumulation (D += A B).
@@ -229,7 +231,9 @@ struct Ctx {
   // further: 6 setup (row tables, first gather), 7 the next chunk's copies, 8 waiting for
   // this chunk's copies (0: the barrier after it), 9 the product (1: the barrier after
   // it), 10 staging the next pass's weights, 11 the finishing loop (2: its barrier);
-  // 8-11 in the 256-thread TF32 instance only (tick_fine).
+  // 8-11 in the 256-thread TF32 instance only (tick_fine); the sampler's rest passes
+  // (pass_rest): 12 waiting for the copies, 13 the next copies and the product, 14 the
+  // finishing loop.
   long long* prof;
 
   // The segment chunks' finer slots 8-11 only in the 256-thread TF32 instance (in the
@@ -1145,35 +1149,45 @@ struct Ctx {
     }
   }
 
-  // h_l at the one site (y, x) of every job from buffer b (see above): the product of the
-  // row-y taps, plus the partial sum and the bias, ReLU, plus the residual h_(l-1)(y, x)
-  // (tap x). own: copy the inputs first (the first pass of a row: block 0 at x = 0,
-  // whose spin taps are outside the lattice). next_l >= 0: the next pass is
-  // pass_rest(next_l, y, next_x) on buffer b ^ 1: its copies start now; for
-  // next_l = l + 1 (same site) this pass writes its third tap.
-  __device__ __forceinline__ void pass_rest(int l, int y, int x, int b, bool own, int next_l, int next_x) const {
-    const int C = d.channels, C4 = d.c4, CQ = C / 4, K = rest_k(l);
-    T* xb = rest_buf(b);
+  // Rest pass t of row y (t = x L + l: block l at site (y, x)): h_l at that site of
+  // every job from buffer t % nb (see above): the product of the row-y taps, plus the
+  // partial sum and the bias, ReLU, plus the residual h_(l-1)(y, x) (tap x). Copies run
+  // `depth` passes ahead (nb = depth + 1 buffers, one cp.async group per pass): pass t
+  // issues pass t + depth's, whose inputs are all older than pass t (its taps x'-2, x'-1
+  // of h_(l'-1) come from pass t + depth - L - 1 at the latest: depth <= L); the first
+  // pass of a row issues its own and the next depth - 1. Tap x of the next pass (block
+  // l + 1 at the same site) is this pass's output, written here; block 0's spin taps
+  // are written by the site walk after each draw.
+  __device__ __forceinline__ void pass_rest(int y, int t, int npass, int depth, int nb) const {
+    const int C = d.channels, C4 = d.c4, CQ = C / 4, L = d.blocks;
+    const int l = t % L, x = t / L, K = rest_k(l);
+    T* xb = rest_buf(t % nb);
     const T* bias = w.bh + int64_t(l) * C;
     long long t0 = prof && threadIdx.x == 0 ? clock64() : 0;
-    if (own) {
-      copy_rest(l, y, x, b);
-      if (l == 0)
-        for (int e = threadIdx.x; e < tile * 2; e += nthreads) {
-          const int j = e >> 1, dx = e & 1, xx = x - 2 + dx;
-          xb[j * S + dx] = xx >= 0 ? T(mem[j].s[y * d.lx + xx]) : T(0);
-        }
+    if (t == 0) {
+      for (int u = 0; u < depth; ++u) {
+        if (u < npass) copy_rest(u % L, y, u / L, u % nb);
+        cp_async_commit();
+      }
+      for (int e = threadIdx.x; e < tile * 2; e += nthreads)  // block 0 at x = 0: both taps outside
+        xb[(e >> 1) * S + (e & 1)] = T(0);
     }
-    cp_async_wait_all();
+    // this pass's group done; the depth - 1 later ones may still fly
+    if (depth >= 3) cp_async_wait_n<2>();
+    else if (depth == 2) cp_async_wait_n<1>();
+    else cp_async_wait_all();
     __syncthreads();
-    tick(0, t0);
-    if (next_l >= 0) copy_rest(next_l, y, next_x, b ^ 1);  // (buffer b ^ 1 was the last pass's)
+    tick(12, t0);
+    const int tn = t + depth;  // (its buffer was pass t - 1's)
+    if (tn < npass) copy_rest(tn % L, y, tn / L, tn % nb);
+    cp_async_commit();
     int ntile, ks;
     split(tile, C4, ntile, ks);
-    product<true>(K, rest_w(b), tile, xb);
+    product<true>(K, rest_w(t % nb), tile, xb);
     __syncthreads();
-    tick(1, t0);
-    T* xn = rest_buf(b ^ 1);
+    tick(13, t0);
+    T* xn = rest_buf((t + 1) % nb);
+    const bool center_next = l + 1 < L;
     for (int e = threadIdx.x; e < tile * CQ; e += nthreads) {
       const int j = e / CQ, o = (e - j * CQ) * 4;
       const Vec4<T> pre = load4_sh(xb + j * S + 3 * C + o);
@@ -1187,12 +1201,11 @@ struct Ctx {
         for (int q = 0; q < 4; ++q) z[q] += res.v[q];
       }
       store4_sh(out_at(true, l, y, x, mem[j]) + o, z);
-      if (next_l == l + 1) store4_sh(xn + j * S + 2 * C + o, z);
-      if (l == d.blocks - 1) store4_sh(hcur + j * C + o, z);
+      if (center_next) store4_sh(xn + j * S + 2 * C + o, z);
+      if (l == L - 1) store4_sh(hcur + j * C + o, z);
     }
     __syncthreads();
-    tick(2, t0);
-    if (prof && threadIdx.x == 0) prof[5] += 1;
+    tick(14, t0);
   }
 
   // The conditional of site i for member m from its raw outputs; returns nothing,
@@ -1309,7 +1322,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   }
   // row-start partial sums in the sampler: FFMA products, weights in shared memory, 4 | C
   // (16-byte copies); two rest buffers fit in the window chunk's rows and in wsm
-  // (S >= 18 C + 4 >= 2 SR)
+  // (S >= 18 C + 4 >= 2 SR; 4 of them from C = 8 on)
   cx.presum = presum && a.mode == kSample && w_shared && cx.math == kFFMA && C % 4 == 0 && !pipeline &&
               tile <= rows && Ctx<T, kMath, kThr, kCC>::kPresum;
   cx.S = xs_stride;
@@ -1460,7 +1473,10 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
       // of a row the first presum pass's of the next row, the rest passes their own.
       constexpr bool kPre = Ctx<T, kMath, kThr, kCC>::kPresum;
       const bool presum = kPre && cx.presum;
-      int b = 0;  // presum: rest buffer of the next rest pass
+      // rest buffers: 4 (copies 3 passes ahead) where they fit in the window rows, else 2;
+      // at most L passes ahead (see pass_rest)
+      const int rest_nb = 4 * cx.SR <= cx.S ? 4 : 2;
+      const int rest_depth = min(rest_nb - 1, L);
       for (int i = start; i < N; ++i) {
         const int y = i / d.lx, x = i - y * d.lx;
         const bool row_end = x == d.lx - 1 && y < d.ly - 1;
@@ -1472,9 +1488,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
         for (int l = 0; l < L; ++l) {
           if constexpr (kPre) {
             if (presum) {
-              const int nl = l < L - 1 ? l + 1 : (x + 1 < d.lx ? 0 : -1);
-              cx.pass_rest(l, y, x, b, x == 0 && l == 0, nl, l < L - 1 ? x : x + 1);
-              b ^= 1;
+              cx.pass_rest(y, x * L + l, d.lx * L, rest_depth, rest_nb);
               continue;
             }
           }
@@ -1496,8 +1510,8 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
             raw[q] = z;
           }
           cx.site_out(m, a, i, raw);
-          if (presum && x + 1 < d.lx) {  // block 0's spin taps (x-1, x) at site x+1, buffer b
-            T* xn = cx.rest_buf(b) + threadIdx.x * cx.S;
+          if (presum && x + 1 < d.lx) {  // block 0's spin taps (x-1, x) at site x+1
+            T* xn = cx.rest_buf(((x + 1) * L) % rest_nb) + threadIdx.x * cx.S;
             xn[0] = x >= 1 ? T(m.s[i - 1]) : T(0);
             xn[1] = T(m.s[i]);
           }
@@ -1766,12 +1780,12 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
                "%.3g Mcycles, %.0f chunks (%.0f cycles each) | gather+wait %.1f%% product %.1f%% finish %.1f%% "
                "outputs %.1f%% | segment passes: setup %.1f%% next-chunk gathers %.1f%% | thread 0 in segment chunks (256-thread TF32): "
                "copy wait %.1f%% barrier %.1f%%, product %.1f%% barrier %.1f%%, weight staging %.1f%%, finishing %.1f%% "
-               "barrier %.1f%%\n",
+               "barrier %.1f%% | sampler rest passes (presum): wait %.1f%% copies+product %.1f%% finishing %.1f%%\n",
                p.threads, a.mode, math, pipeline, segments, (long long)a.n_jobs, p.grid, p.tile, p.rows, p.w_shared, p.smem, sum[4] / 1e6, sum[5],
                sum[5] > 0 ? (gather + product + finish + sum[6] + sum[7]) / sum[5] : 0.0, 100 * gather / tot,
                100 * product / tot, 100 * finish / tot, 100 * sum[3] / tot, 100 * sum[6] / tot, 100 * sum[7] / tot,
                100 * sum[8] / tot, 100 * sum[0] / tot, 100 * sum[9] / tot, 100 * sum[1] / tot, 100 * sum[10] / tot,
-               100 * sum[11] / tot, 100 * sum[2] / tot);
+               100 * sum[11] / tot, 100 * sum[2] / tot, 100 * sum[12] / tot, 100 * sum[13] / tot, 100 * sum[14] / tot);
   return cudaSuccess;
 }
 
