@@ -63,7 +63,6 @@ struct Member {
   const double* u;  // uniforms [N] when sampling
   T* hw;            // write buffer of h: [L][R][Lx][C]
   T* vw;            // write buffer of v
-  T* pre;           // kSample with presums: [L][Lx][C] row-start partial sums of h_l (scratch)
   const T* hp;      // storage of the unflipped sample (connected), [L][Ly][Lx][C]
   const T* vp;
   int64_t b, m;
@@ -83,12 +82,6 @@ struct RowSrc {
   int cols, pad;
 };
 
-
-// Scratch elements of one job: the rings of h and v (3 rows of every block), and when
-// sampling the row-start partial sums of the horizontal branch ([L][Lx][C], pass_rest).
-__host__ __device__ inline int64_t ring_elems(const Dims& d, int mode) {
-  return int64_t(d.blocks) * d.lx * d.channels * (mode == kSample ? 7 : 6);
-}
 
 // Elements of the K-split buffer red: the FFMA product's split (up to 16 per thread),
 // or 8 K groups of rows x C4 for the TF32 register-B product (Ctx::kBRegs).
@@ -173,8 +166,6 @@ __device__ __forceinline__ void cp_async(void* dst, const void* src, const void*
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
-template <int kN>
-__device__ __forceinline__ void cp_async_wait_n() { asm volatile("cp.async.wait_group %0;\n" ::"n"(kN) : "memory"); }
 
 // Tensor-core math (float networks only, NAQS_PIXELCNN_MATH): round to TF32, and one
 // m16n8k8 TF32 MMA with FP32 accumulation (D += A B).
@@ -211,8 +202,6 @@ struct Ctx {
   int tile, rows, S, WS, pipeline, math;
   int nthreads;  // blockDim.x (the kernel's template value: a compile-time constant)
   int prefetch;  // kSample: single-position passes start the next block's windows early
-  int presum;    // kSample: row-start partial sums of the horizontal branch (pass_rest)
-  int SR;        // presums: columns of a rest buffer (pass_rest)
   int red_swz;     // column mask of red's swizzle (C4 - 1 for a power-of-two C4, else 0)
   int ncol;        // segment path: columns of one segment buffer (0: path off), see pass_seg
   int seg_min_nx;  // segment path: only for passes of at least this many positions per job
@@ -231,9 +220,7 @@ struct Ctx {
   // further: 6 setup (row tables, first gather), 7 the next chunk's copies, 8 waiting for
   // this chunk's copies (0: the barrier after it), 9 the product (1: the barrier after
   // it), 10 staging the next pass's weights, 11 the finishing loop (2: its barrier);
-  // 8-11 in the 256-thread TF32 instance only (tick_fine); the sampler's rest passes
-  // (pass_rest): 12 waiting for the copies, 13 the next copies and the product, 14 the
-  // finishing loop.
+  // 8-11 in the 256-thread TF32 instance only (tick_fine).
   long long* prof;
 
   // The segment chunks' finer slots 8-11 only in the 256-thread TF32 instance (in the
@@ -289,9 +276,8 @@ struct Ctx {
   // Issues cp.async copies (and plain stores for spins); the caller waits.
   // skip_center: leave the h_(l-1) part of tap 8, the site itself, alone (the previous
   // pass writes it there directly, see pass()'s prefetch).
-  // presum_rows: the row-start partial sum (pass_rest): row y of h_(l-1) reads as zero.
   __device__ void gather(bool is_h, int l, int y, int xb, int nx, int p0, int nr, T* xs,
-                         bool skip_center = false, bool presum_rows = false) const {
+                         bool skip_center = false) const {
     const int C = d.channels;
     const int cprev = l == 0 ? 1 : C, cin = is_h ? cprev + C : cprev;
     constexpr int VE = 16 / int(sizeof(T));
@@ -320,9 +306,7 @@ struct Ctx {
       if (is_h) {
         const int xx = x - 2 + tap % 3;
         const bool in = yy >= 0 && xx >= 0;
-        if (c < cprev && presum_rows && tap >= 6) {
-          // (zero-filled)
-        } else if (c < cprev) {
+        if (c < cprev) {
           if (l == 0) {
             if (in && tap != 8) spin_at = yy * d.lx + xx;
           } else if (in) {
@@ -619,9 +603,6 @@ struct Ctx {
   // A operands are read twice as often (local energies 20-40% slower than at 256
   // threads, runs 43 and 49: plan() gives this instance the sampler's walks).
   static constexpr bool kBRegs = kMath == kTF32 && (kThr == 256 || kThr == 512) && kCC == 32;
-  // the sampler's row-start partial sums (pass_rest) only in the FFMA instances (compiled
-  // out of the tensor-core ones: their registers are full)
-  static constexpr bool kPresum = kMath == kFFMA;
   static constexpr int kSteps = 9;           // k-steps of a warp's K slice (one per window column)
   static constexpr int kNTW = kThr == 512 ? 2 : 4;  // n-tiles of a warp (8 channels each)
   // 256 threads hold the B fragments for the whole pass (loaded by the first chunk); 512
@@ -795,18 +776,12 @@ struct Ctx {
   // weights and the windows of block l+1 at the same site (17 of its 18 taps do not
   // depend on this pass) and write this pass's outputs into the 18th, so that their
   // copies overlap this pass's finishing phase instead of stalling the next pass.
-  // kPre (horizontal, kSample with presums): the row-start partial sums of h_l, i.e.
-  // the window without row y of h_(l-1), no bias / ReLU / residual, into Member::pre (a
-  // template argument: a run-time flag in the local energies' passes cost registers).
-  template <bool kPre = false>
-  __device__ void pass(bool is_h, int l, int y, int xb, int xe, bool keep, bool ready = false,
-                                       bool next_h = true, int next_l = -1, bool prefetched = false,
-                                       bool prefetch = false) const {
-    constexpr bool presum = kPre;
+  __device__ void pass(bool is_h, int l, int y, int xb, int xe, bool keep, bool ready = false, bool next_h = true,
+                       int next_l = -1, bool prefetched = false, bool prefetch = false) const {
     // (not for the sampler's prefetching single-position passes: their windows are in
     // the tap-by-tap layout, and the next pass relies on them)
     if (ncol && l > 0 && !keep && !prefetched && !prefetch && xe - xb >= seg_min_nx) {
-      pass_seg<kPre>(is_h, l, y, xb, xe, ready, next_h, next_l);
+      pass_seg(is_h, l, y, xb, xe, ready, next_h, next_l);
       return;
     }
     const int C = d.channels, C4 = d.c4;
@@ -825,7 +800,7 @@ struct Ctx {
     const int cr = pipe ? rows / 2 : rows;
     if (!prefetched) {
       if (wsm && !ready) stage_weights(K, W);
-      gather(is_h, l, y, xb, nx, 0, min(cr, npairs), xs, false, presum);
+      gather(is_h, l, y, xb, nx, 0, min(cr, npairs), xs);
     }
     cp_async_wait_all();
     __syncthreads();
@@ -834,8 +809,7 @@ struct Ctx {
       const int nr = min(cr, npairs - p0), rows4 = (nr + 3) & ~3;
       const int pn = p0 + cr;
       T* xc = xs + (pipe && (c & 1) ? size_t(cr) * S : 0);
-      if (pipe && pn < npairs)
-        gather(is_h, l, y, xb, nx, pn, min(cr, npairs - pn), xs + (c & 1 ? 0 : size_t(cr) * S), false, presum);
+      if (pipe && pn < npairs) gather(is_h, l, y, xb, nx, pn, min(cr, npairs - pn), xs + (c & 1 ? 0 : size_t(cr) * S));
       int ks, rstride = rows4;
       if constexpr (sizeof(T) == 4 && kMath != kFFMA) {
         if (math != kFFMA) product_mma<kMath>(K, nr, xc, ks, rstride);
@@ -857,22 +831,16 @@ struct Ctx {
       if (prefetch) gather(true, l + 1, y, xb, nx, 0, npairs, xs, true);
       for (int e = threadIdx.x; e < nr * C; e += nthreads) {
         const int r = e / C, o = e - r * C;
-        const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
-        if constexpr (presum) {
-          T z = T(0);
-          for (int kg = 0; kg < ks; ++kg) z += red[(kg * rstride + r) * C4 + red_col(r, o)];
-          mem[j].pre[(l * d.lx + x) * C + o] = z;
-          continue;
-        }
         T z = bias_relu(ks, rstride, r, o, bias);
         if (l > 0) z += xc[r * S + res_tap * cin + o];
+        const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
         store(is_h, l, y, x, mem[j], o, z);
         if (keep) hcur[j * C + o] = z;
         if (prefetch) xc[r * S + 8 * 2 * C + o] = z;  // tap 8, h_l part, of block l+1's window
       }
       if (!pipe && pn < npairs) {
         __syncthreads();
-        gather(is_h, l, y, xb, nx, pn, min(cr, npairs - pn), xs, false, presum);
+        gather(is_h, l, y, xb, nx, pn, min(cr, npairs - pn), xs);
       }
       if (!last) cp_async_wait_all();
       __syncthreads();
@@ -948,9 +916,7 @@ struct Ctx {
   }
 
   // pass() on the segment path (same arguments, keep = false).
-  template <bool kPre = false>
   __device__ void pass_seg(bool is_h, int l, int y, int xb, int xe, bool ready, bool next_h, int next_l) const {
-    constexpr bool presum = kPre;
     const int C = d.channels, C4 = d.c4;
     const int cin = is_h ? 2 * C : C;
     int K;
@@ -978,12 +944,12 @@ struct Ctx {
       const int j = e / 7, q = e - 7 * j, dy = q >> 1, part = q & 1, yy = y - 2 + dy;
       const Member<T>& m = mem[j];
       if (q == 6) {
-        orow[j] = presum ? m.pre + l * d.lx * C : out_at(is_h, l, y, 0, m);
+        orow[j] = out_at(is_h, l, y, 0, m);
         continue;
       }
       RowSrc<T> rs{nullptr, nullptr, 1, 0};
       if (is_h && part == 0) {
-        if (yy >= 0 && !(presum && dy == 2)) rs = row_src(true, m, l - 1, yy);  // presum: row y reads as zero
+        if (yy >= 0) rs = row_src(true, m, l - 1, yy);
       } else if (is_h) {
         if (yy >= 1) rs = row_src(false, m, l, yy - 1);
       } else if (part == 0 && yy >= 0) {
@@ -1064,19 +1030,6 @@ struct Ctx {
       for (int e = threadIdx.x; e < nr * CQ; e += nthreads) {
         const int r = e / CQ, o = (e - r * CQ) * 4;
         T z[4], b[4];
-        if constexpr (presum) {  // the partial sums alone
-          const T* pr = red + r * C4 + red_col(r, o);
-#pragma unroll
-          for (int q = 0; q < 4; ++q) z[q] = T(0);
-          for (int kg = 0; kg < ks; ++kg) {
-            const Vec4<T> v = load4_sh(pr + kg * rstride * C4);
-#pragma unroll
-            for (int q = 0; q < 4; ++q) z[q] += v.v[q];
-          }
-          const int p = p0 + r, j = by_nx.div(p);
-          store4_sh(orow[j] + (xb + (p - j * nx)) * C + o, z);
-          continue;
-        }
 #pragma unroll
         for (int q = 0; q < 4; ++q) b[q] = kBRegs ? bias_r[q] : bias[o + q];
         if constexpr (kBRegs) {  // K groups: 8 (h) or 4 (v), see product_tf32_regs
@@ -1099,113 +1052,6 @@ struct Ctx {
       p0 = pn;
       nr = nrn;
     }
-  }
-
-  // ---- Row-start partial sums (kSample, presum). h_l at (y, x) reads a 3 x 3 window;
-  // all of it but row y of h_(l-1) (columns x-2..x) is known when row y starts. So each
-  // row starts with one row pass per block (pass<true>) that multiplies those 15
-  // of the 18 window taps for every column into Member::pre, and each site's pass for
-  // block l (pass_rest) multiplies only the three row-y taps of h_(l-1), K = 3C instead
-  // of 18C: a sixth of the FLOPs and of the weights, and a ninth of the window, per
-  // single-position pass. Those passes are latency-bound chains (block l+1 needs h_l at
-  // the site), so each issues the next one's copies (its weights, its taps x-2 and x-1,
-  // its partial sums) right after its own start, into the other of two rest buffers,
-  // and writes the next one's third tap (its own output) itself.
-  //
-  // Rest buffer b: columns [b SR, b SR + 4C) of the window chunk's rows (row j: job j,
-  // stride S as for the windows, so that the product is the windows' one): columns
-  // [0, 3 cprev) the taps (dx-major; block 0: the spins at x-2, x-1, the site itself
-  // masked), [3C, 4C) the partial sums; the rest weights ([3 cprev][WS], rows
-  // (6 + dx) cin + c of W) at wsm + b 3 C WS.
-  __device__ int rest_k(int l) const { return l == 0 ? 2 : 3 * d.channels; }
-  __device__ T* rest_buf(int b) const { return xs + b * SR; }
-  __device__ T* rest_w(int b) const { return wsm + size_t(b) * 3 * d.channels * WS; }
-
-  // Issues the cp.async copies of pass_rest(l, y, x)'s inputs into buffer b: weights,
-  // partial sums, and for l > 0 the taps x-2, x-1 (tap x is written by the pass before;
-  // block 0's spins by the site walk).
-  __device__ void copy_rest(int l, int y, int x, int b) const {
-    constexpr int VE = 16 / int(sizeof(T));
-    const int C = d.channels, cprev = l == 0 ? 1 : C, cin = cprev + C, K = rest_k(l);
-    int Kfull;
-    const T* W = layer_weights(true, l, Kfull);
-    T* wb = rest_w(b);
-    T* xb = rest_buf(b);
-    const int upr = d.c4 / VE;  // 16-byte units per weight row
-    const int upc = C / VE;     // ... per channel vector (C % VE == 0: presum needs 4 | C)
-    const int nw = K * upr, np = tile * upc, nt = l == 0 ? 0 : 2 * tile * upc;
-    for (int e = threadIdx.x; e < nw + np + nt; e += nthreads) {
-      if (e < nw) {
-        const int k = e / upr, c = (e - k * upr) * VE, dx = k / cprev;
-        cp_async<16>(wb + k * WS + c, W + int64_t((6 + dx) * cin + (k - dx * cprev)) * d.c4 + c, w.bo);
-      } else if (e < nw + np) {
-        const int f = e - nw, j = f / upc, c = (f - j * upc) * VE;
-        cp_async<16>(xb + j * S + 3 * C + c, mem[j].pre + (l * d.lx + x) * C + c, w.bo);
-      } else {
-        const int f = e - nw - np, jt = f / upc, c = (f - jt * upc) * VE, j = jt >> 1, dx = jt & 1;
-        const int xx = x - 2 + dx;
-        cp_async<16>(xb + j * S + dx * C + c, xx >= 0 ? h_at(mem[j], l - 1, y, xx) + c : nullptr, w.bo);
-      }
-    }
-  }
-
-  // Rest pass t of row y (t = x L + l: block l at site (y, x)): h_l at that site of
-  // every job from buffer t % nb (see above): the product of the row-y taps, plus the
-  // partial sum and the bias, ReLU, plus the residual h_(l-1)(y, x) (tap x). Copies run
-  // `depth` passes ahead (nb = depth + 1 buffers, one cp.async group per pass): pass t
-  // issues pass t + depth's, whose inputs are all older than pass t (its taps x'-2, x'-1
-  // of h_(l'-1) come from pass t + depth - L - 1 at the latest: depth <= L); the first
-  // pass of a row issues its own and the next depth - 1. Tap x of the next pass (block
-  // l + 1 at the same site) is this pass's output, written here; block 0's spin taps
-  // are written by the site walk after each draw.
-  __device__ __forceinline__ void pass_rest(int y, int t, int npass, int depth, int nb) const {
-    const int C = d.channels, C4 = d.c4, CQ = C / 4, L = d.blocks;
-    const int l = t % L, x = t / L, K = rest_k(l);
-    T* xb = rest_buf(t % nb);
-    const T* bias = w.bh + int64_t(l) * C;
-    long long t0 = prof && threadIdx.x == 0 ? clock64() : 0;
-    if (t == 0) {
-      for (int u = 0; u < depth; ++u) {
-        if (u < npass) copy_rest(u % L, y, u / L, u % nb);
-        cp_async_commit();
-      }
-      for (int e = threadIdx.x; e < tile * 2; e += nthreads)  // block 0 at x = 0: both taps outside
-        xb[(e >> 1) * S + (e & 1)] = T(0);
-    }
-    // this pass's group done; the depth - 1 later ones may still fly
-    if (depth >= 3) cp_async_wait_n<2>();
-    else if (depth == 2) cp_async_wait_n<1>();
-    else cp_async_wait_all();
-    __syncthreads();
-    tick(12, t0);
-    const int tn = t + depth;  // (its buffer was pass t - 1's)
-    if (tn < npass) copy_rest(tn % L, y, tn / L, tn % nb);
-    cp_async_commit();
-    int ntile, ks;
-    split(tile, C4, ntile, ks);
-    product<true>(K, rest_w(t % nb), tile, xb);
-    __syncthreads();
-    tick(13, t0);
-    T* xn = rest_buf((t + 1) % nb);
-    const bool center_next = l + 1 < L;
-    for (int e = threadIdx.x; e < tile * CQ; e += nthreads) {
-      const int j = e / CQ, o = (e - j * CQ) * 4;
-      const Vec4<T> pre = load4_sh(xb + j * S + 3 * C + o);
-      T bp[4], z[4];
-#pragma unroll
-      for (int q = 0; q < 4; ++q) bp[q] = bias[o + q] + pre.v[q];
-      bias_relu4(ks, tile, j, o, bp, z);
-      if (l > 0) {
-        const Vec4<T> res = load4_sh(xb + j * S + 2 * C + o);
-#pragma unroll
-        for (int q = 0; q < 4; ++q) z[q] += res.v[q];
-      }
-      store4_sh(out_at(true, l, y, x, mem[j]) + o, z);
-      if (center_next) store4_sh(xn + j * S + 2 * C + o, z);
-      if (l == L - 1) store4_sh(hcur + j * C + o, z);
-    }
-    __syncthreads();
-    tick(14, t0);
   }
 
   // The conditional of site i for member m from its raw outputs; returns nothing,
@@ -1291,8 +1137,8 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
                                                         Weights<T> w,      // kernel layout, see walker.h
                                                         WalkArgs<T> a,     // inputs/outputs of the mode
                                                         int tile, int rows, int xs_stride, int w_shared,
-                                                        int pipeline, int segments, int prefetch, int presum,
-                                                        T* __restrict__ ring,         // [grid][tile][ring_elems]
+                                                        int pipeline, int segments, int prefetch,
+                                                        T* __restrict__ ring,         // [grid][tile][2][L][3][Lx][C]
                                                         int8_t* __restrict__ confs,   // [grid][tile][N]
                                                         unsigned long long* __restrict__ tiles_taken,  // zeroed
                                                         long long* __restrict__ prof)  // [grid][kProfSlots] or null
@@ -1312,7 +1158,6 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   cx.rows = rows;
   cx.nthreads = kThr;
   cx.prefetch = prefetch && w_shared && !pipeline && tile <= rows;
-  cx.SR = 4 * C + 4;  // a rest buffer's columns: 3 taps, the partial sums, 16 bytes of padding
   cx.pipeline = pipeline;
   cx.WS = d.c4 + 8;  // padded: conflict-free B fragments of the MMA path
   // tensor-core products need the weights in shared memory and 8 | C <= 32
@@ -1320,11 +1165,6 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   if constexpr (Ctx<T, kMath, kThr, kCC>::kBRegs) {
     if (cx.math != kTF32) __trap();  // plan() never launches it so (no FFMA fallback)
   }
-  // row-start partial sums in the sampler: FFMA products, weights in shared memory, 4 | C
-  // (16-byte copies); two rest buffers fit in the window chunk's rows and in wsm
-  // (S >= 18 C + 4 >= 2 SR; 4 of them from C = 8 on)
-  cx.presum = presum && a.mode == kSample && w_shared && cx.math == kFFMA && C % 4 == 0 && !pipeline &&
-              tile <= rows && Ctx<T, kMath, kThr, kCC>::kPresum;
   cx.S = xs_stride;
   cx.red_swz = (d.c4 & (d.c4 - 1)) == 0 ? d.c4 - 1 : 0;
   // segment path: two [3][ncol][2C + pad] buffers (padded columns) in the space of the
@@ -1365,7 +1205,6 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   // instance)
   if (cx.prof && threadIdx.x == 0) cx.prof[4] -= clock64();
   const int64_t ring_job = int64_t(L) * 3 * d.lx * C;  // one branch of one job
-  const int64_t job_elems = ring_elems(d, a.mode);      // both rings (and the presums)
   const int64_t store_job = int64_t(L) * d.ly * d.lx * C;
   const int64_t n_tiles = (a.n_jobs + tile - 1) / tile;
 
@@ -1386,9 +1225,8 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
       Member<T> m{};
       m.valid = job < a.n_jobs;
       if (!m.valid) job = t * tile;  // mirror the first job of the tile (reads stay valid)
-      T* my_ring = ring + (int64_t(blockIdx.x) * tile + j) * job_elems;
+      T* my_ring = ring + (int64_t(blockIdx.x) * tile + j) * 2 * ring_job;
       m.hw = my_ring;
-      m.pre = a.mode == kSample ? my_ring + 2 * ring_job : nullptr;
       m.vw = my_ring + ring_job;
       m.R = 3;
       if (a.mode != kConnected) {
@@ -1467,31 +1305,11 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
     __syncthreads();
 
     if (a.mode == kSample) {
-      // ---- site walk. With row-start partial sums (cx.presum, see pass_rest) each row
-      // starts with one presum pass per block and each site's blocks run pass_rest;
-      // weights chained: each presum pass stages the next one's, the last vertical pass
-      // of a row the first presum pass's of the next row, the rest passes their own.
-      constexpr bool kPre = Ctx<T, kMath, kThr, kCC>::kPresum;
-      const bool presum = kPre && cx.presum;
-      // rest buffers: 4 (copies 3 passes ahead) where they fit in the window rows, else 2;
-      // at most L passes ahead (see pass_rest)
-      const int rest_nb = 4 * cx.SR <= cx.S ? 4 : 2;
-      const int rest_depth = min(rest_nb - 1, L);
+      // ---- site walk
       for (int i = start; i < N; ++i) {
         const int y = i / d.lx, x = i - y * d.lx;
         const bool row_end = x == d.lx - 1 && y < d.ly - 1;
-        if constexpr (kPre) {
-          if (presum && x == 0)
-            for (int l = 0; l < L; ++l)
-              cx.template pass<true>(true, l, y, 0, d.lx, false, y > 0 || l > 0, true, l < L - 1 ? l + 1 : -1);
-        }
         for (int l = 0; l < L; ++l) {
-          if constexpr (kPre) {
-            if (presum) {
-              cx.pass_rest(y, x * L + l, d.lx * L, rest_depth, rest_nb);
-              continue;
-            }
-          }
           // weights of the next pass: h_{l+1}, else v_0 at a row end, else h_0 of site i+1
           const bool nh = l < L - 1 || !row_end;
           const int nl = l < L - 1 ? l + 1 : (row_end ? 0 : (i + 1 < N ? 0 : -1));
@@ -1510,17 +1328,11 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
             raw[q] = z;
           }
           cx.site_out(m, a, i, raw);
-          if (presum && x + 1 < d.lx) {  // block 0's spin taps (x-1, x) at site x+1
-            T* xn = cx.rest_buf(((x + 1) * L) % rest_nb) + threadIdx.x * cx.S;
-            xn[0] = x >= 1 ? T(m.s[i - 1]) : T(0);
-            xn[1] = T(m.s[i]);
-          }
         }
         __syncthreads();
         cx.tick(3, t0);
-        if (row_end)  // (presum: v_0 stages its own weights)
-          for (int l = 0; l < L; ++l)
-            cx.pass(false, l, y, 0, d.lx, false, !presum || l > 0, l == L - 1, l < L - 1 ? l + 1 : 0);
+        if (row_end)
+          for (int l = 0; l < L; ++l) cx.pass(false, l, y, 0, d.lx, false, true, l == L - 1, l < L - 1 ? l + 1 : 0);
       }
     } else {
       // ---- row walk (spins given): per row and block, h_l then v_l (h_l of row y
@@ -1710,7 +1522,7 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   const int64_t n_tiles = (n_jobs + p.tile - 1) / p.tile;
   const int64_t grid = std::min<int64_t>(n_tiles, slots);
   p.grid = int(grid < 1 ? 1 : grid);
-  const size_t ring = size_t(ring_elems(d, mode)) * sizeof(T);
+  const size_t ring = size_t(2) * d.blocks * 3 * d.lx * d.channels * sizeof(T);
   const size_t conf = (size_t(d.n_sites) + 15) & ~size_t(15);
   p.scratch_bytes = size_t(p.grid) * p.tile * (ring + conf) + 768;  // alignment, then the tile counter (walk)
   *out = p;
@@ -1721,7 +1533,7 @@ template <typename T>
 cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const Plan& p, void* scratch,
                  cudaStream_t stream) {
   if (a.n_jobs <= 0) return cudaSuccess;
-  const size_t ring_bytes = size_t(p.grid) * p.tile * size_t(ring_elems(d, a.mode)) * sizeof(T);
+  const size_t ring_bytes = size_t(p.grid) * p.tile * size_t(2) * d.blocks * 3 * d.lx * d.channels * sizeof(T);
   T* ring = reinterpret_cast<T*>(scratch);
   int8_t* confs = reinterpret_cast<int8_t*>(scratch) + ((ring_bytes + 255) & ~size_t(255));
   // the kernel's tile counter, 256-aligned in the last 512 bytes of the scratch (past the
@@ -1744,14 +1556,11 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   // windows (A/B of pass()'s prefetch).
   const char* pf_env = std::getenv("NAQS_PIXELCNN_PREFETCH");
   const int prefetch = pf_env && pf_env[0] == '0' ? 0 : 1;
-  // NAQS_PIXELCNN_PRESUM=0: the sampler without row-start partial sums (pass_rest), A/B.
-  const char* ps_env = std::getenv("NAQS_PIXELCNN_PRESUM");
-  const int presum = ps_env && ps_env[0] == '0' ? 0 : 1;
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
   const auto kernel = kernel_for<T>(p.threads, d.channels, math);
   if (!(env && env[0] == '1')) {
     kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared,
-                                                          pipeline, segments, prefetch, presum, ring, confs, tiles_taken, nullptr);
+                                                          pipeline, segments, prefetch, ring, confs, tiles_taken, nullptr);
     return cudaGetLastError();
   }
   // Diagnostics: per-CTA clock64 counters of thread 0 (time in each phase, barrier
@@ -1761,7 +1570,7 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   if (err != cudaSuccess) return err;
   cudaMemsetAsync(prof, 0, sizeof(long long) * kProfSlots * p.grid, stream);
   kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared, pipeline,
-                                                segments, prefetch, presum, ring, confs, tiles_taken, prof);
+                                                segments, prefetch, ring, confs, tiles_taken, prof);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   std::vector<long long> h(size_t(kProfSlots) * p.grid);
   if ((err = cudaMemcpyAsync(h.data(), prof, h.size() * sizeof(long long), cudaMemcpyDeviceToHost, stream)) !=
@@ -1780,12 +1589,12 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
                "%.3g Mcycles, %.0f chunks (%.0f cycles each) | gather+wait %.1f%% product %.1f%% finish %.1f%% "
                "outputs %.1f%% | segment passes: setup %.1f%% next-chunk gathers %.1f%% | thread 0 in segment chunks (256-thread TF32): "
                "copy wait %.1f%% barrier %.1f%%, product %.1f%% barrier %.1f%%, weight staging %.1f%%, finishing %.1f%% "
-               "barrier %.1f%% | sampler rest passes (presum): wait %.1f%% copies+product %.1f%% finishing %.1f%%\n",
+               "barrier %.1f%%\n",
                p.threads, a.mode, math, pipeline, segments, (long long)a.n_jobs, p.grid, p.tile, p.rows, p.w_shared, p.smem, sum[4] / 1e6, sum[5],
                sum[5] > 0 ? (gather + product + finish + sum[6] + sum[7]) / sum[5] : 0.0, 100 * gather / tot,
                100 * product / tot, 100 * finish / tot, 100 * sum[3] / tot, 100 * sum[6] / tot, 100 * sum[7] / tot,
                100 * sum[8] / tot, 100 * sum[0] / tot, 100 * sum[9] / tot, 100 * sum[1] / tot, 100 * sum[10] / tot,
-               100 * sum[11] / tot, 100 * sum[2] / tot, 100 * sum[12] / tot, 100 * sum[13] / tot, 100 * sum[14] / tot);
+               100 * sum[11] / tot, 100 * sum[2] / tot);
   return cudaSuccess;
 }
 
