@@ -22,11 +22,15 @@ Requirements the VMC driver meets: the learning rate is fixed while a graph live
 per schedule stage: a new optimizer object or a new batch size starts a new graph), and
 :meth:`reset` is called whenever the optimizer's state tensors are replaced (a
 checkpoint load). The graph keeps its activations in a private memory pool between
-steps (the price of the saved launches: about one forward+backward's activations).
+steps (the price of the saved launches: about one forward+backward's activations); when
+another part of the step then runs out of GPU memory, :meth:`release` gives that pool
+back and the phase runs eagerly from then on (the VMC driver does this and retries the
+step once, with a warning).
 """
 
 from __future__ import annotations
 
+import gc
 import warnings
 
 import torch
@@ -76,6 +80,28 @@ class GradientStep:
         self._optimizer = None  # held (not its id: a collected optimizer's id can come back)
         self._graph = None
         self._spins = self._eloc = None
+
+    @property
+    def holds_graph(self) -> bool:
+        """Whether a captured graph (and its memory pool) is alive."""
+        return self._graph is not None
+
+    def release(self, reason: str) -> bool:
+        """Drop the captured graph and its memory pool, and run the phase eagerly from now
+        on (``reason`` is kept for the warning and :attr:`disabled_reason`). Returns
+        whether a graph was held (i.e. whether memory was given back)."""
+        held = self.holds_graph
+        self._disabled_reason = reason
+        self.reset()
+        if held:
+            gc.collect()  # the graph's pool is freed with the last reference to it
+            torch.cuda.empty_cache()
+        return held
+
+    @property
+    def disabled_reason(self):
+        """Why graphs are off for this object (a failed capture, a release), else None."""
+        return self._disabled_reason
 
     def _eager(self, optimizer, spins, eloc) -> None:
         loss = self.loss_fn(eloc, self.model.log_psi(spins))

@@ -26,6 +26,7 @@ import math
 import os
 import pickle
 import time
+import warnings
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -402,17 +403,32 @@ class VMC:
         stage = self.config.stages[index]
         self._ensure_optimizer(index)
         start = time.perf_counter()
-        with ops.use_engine_math(self.config.engine_math):
-            spins, log_psi, acceptance = self.draw(stage.batch)
-            with torch.no_grad():
-                eloc = local_energy(self.model, self.hamiltonian, spins, log_psi=log_psi,
-                                    cache=self._take_activations())
+        try:
+            spins, log_psi, acceptance, eloc = self._sample_and_local_energy(stage.batch)
+        except torch.cuda.OutOfMemoryError:
+            # the gradient phase's CUDA graph holds a forward+backward's activations
+            # between steps: give them back and retry once (eager gradient phase from now
+            # on); without a graph to release the error stands
+            if not self.gradient_step.release("out of GPU memory with the graph's pool held"):
+                raise
+            warnings.warn(f"step {self.step}: out of GPU memory while sampling or in the local energies; "
+                          "released the gradient phase's CUDA graph (eager from now on) and retried",
+                          RuntimeWarning, stacklevel=2)
+            spins, log_psi, acceptance, eloc = self._sample_and_local_energy(stage.batch)
         self.energy_path = last_local_energy_path()
         self.gradient_step(self.optimizer, spins, eloc)
         if self.config.device.startswith("cuda"):
             torch.cuda.synchronize()
         metrics = estimate(eloc, spins)
         return self._finish_step(metrics, index, stage, acceptance, start)
+
+    def _sample_and_local_energy(self, batch: int):
+        with ops.use_engine_math(self.config.engine_math):
+            spins, log_psi, acceptance = self.draw(batch)
+            with torch.no_grad():
+                eloc = local_energy(self.model, self.hamiltonian, spins, log_psi=log_psi,
+                                    cache=self._take_activations())
+        return spins, log_psi, acceptance, eloc
 
     def _finish_step(self, metrics: dict, index: int, stage: Stage, acceptance: float, start: float) -> dict:
         metrics.update(

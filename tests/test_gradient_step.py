@@ -80,6 +80,53 @@ def test_checkpoint_of_a_graph_run_resumes_on_the_cpu(tmp_path):
         assert torch.equal(p, q)
 
 
+def _small_vmc(tmp_path):
+    config = VMCConfig(model="ising", size="2x3", gamma=1.0, n_blocks=2, channels=4, eval_batch=64,
+                       checkpoint_every=100, stages=[Stage(4, 16, "adam", 1e-2)], exact=False)  # fmt: skip
+    return VMC(config, tmp_path, progress=False)
+
+
+def _raise_oom_once(vmc, monkeypatch):
+    """The VMC object's sampler raises CUDA's out-of-memory error on its first call."""
+    calls = {"n": 0}
+    draw = vmc.draw
+
+    def failing_draw(batch):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (test)")
+        return draw(batch)
+
+    monkeypatch.setattr(vmc, "draw", failing_draw)
+    return calls
+
+
+def test_out_of_memory_releases_the_graph_and_retries(tmp_path, monkeypatch):
+    """Out of GPU memory while sampling with the gradient phase's graph alive: the driver
+    releases the graph (its memory pool), warns, retries the step once and runs the
+    phase eagerly from then on. (The held graph is simulated: the CPU has none.)"""
+    vmc = _small_vmc(tmp_path)
+    vmc.train_step()  # (creates the optimizer, which resets the gradient step)
+    vmc.gradient_step._graph = object()  # stands for a captured graph and its pool
+    calls = _raise_oom_once(vmc, monkeypatch)
+    with pytest.warns(RuntimeWarning, match="released the gradient phase's CUDA graph"):
+        metrics = vmc.train_step()
+    assert calls["n"] == 2 and metrics["step"] == 1 and vmc.step == 2
+    assert not vmc.gradient_step.holds_graph
+    assert "out of GPU memory" in vmc.gradient_step.disabled_reason
+    vmc.train_step()
+    assert vmc.gradient_step.path == "eager"
+
+
+def test_out_of_memory_without_a_graph_is_raised(tmp_path, monkeypatch):
+    """With no graph to give memory back, the out-of-memory error reaches the caller."""
+    vmc = _small_vmc(tmp_path)
+    _raise_oom_once(vmc, monkeypatch)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        vmc.train_step()
+    assert vmc.step == 0
+
+
 def test_make_capturable_moves_adam_steps():
     model = PixelCNN(2, 2, 1, 2)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
