@@ -144,6 +144,25 @@ __device__ __forceinline__ Vec4<double> load4_sh(const double* p) {
   const double2 b = reinterpret_cast<const double2*>(p)[1];
   return Vec4<double>{{a.x, a.y, b.x, b.y}};
 }
+// Two elements (8 bytes of float: a half warp reading 128 contiguous bytes is one
+// wavefront), for the finishing loop of the 512-thread segment passes.
+template <typename T>
+struct Vec2 {
+  T v[2];
+};
+__device__ __forceinline__ Vec2<float> load2_sh(const float* p) {
+  const float2 q = *reinterpret_cast<const float2*>(p);
+  return Vec2<float>{{q.x, q.y}};
+}
+__device__ __forceinline__ Vec2<double> load2_sh(const double* p) {
+  const double2 q = *reinterpret_cast<const double2*>(p);
+  return Vec2<double>{{q.x, q.y}};
+}
+__device__ __forceinline__ void store2(float* p, float a, float b) { *reinterpret_cast<float2*>(p) = make_float2(a, b); }
+__device__ __forceinline__ void store2(double* p, double a, double b) {
+  *reinterpret_cast<double2*>(p) = make_double2(a, b);
+}
+
 // 16-byte shared-memory stores (a quarter warp writing 128 contiguous bytes is
 // conflict-free; four scalar stores of a 4 x 4 tile were 4-way conflicts); also used
 // for 16-byte-aligned global stores.
@@ -1025,6 +1044,31 @@ struct Ctx {
         if (nrn == 0 && wsm && next_l >= 0) stage_next(next_h, next_l);
       }
       tick_fine(10, t0);
+      if constexpr (!kBRegs && kThr == 512) {
+        // two channels per thread: a 32-pair chunk of 32 channels is 512 items for the
+        // 512 threads (with four channels half of them idled through the other half's
+        // loads); 8-byte loads, the same sums in the same order as bias_relu
+        const int CH = C / 2;
+#pragma unroll 1
+        for (int e = threadIdx.x; e < nr * CH; e += nthreads) {
+          const int r = e / CH, o = (e - r * CH) * 2;
+          const T* pr = red + r * C4 + red_col(r, o);
+          T z0 = T(0), z1 = T(0);
+#pragma unroll 4
+          for (int kg = 0; kg < ks; ++kg) {
+            const Vec2<T> v = load2_sh(pr + kg * rstride * C4);
+            z0 += v.v[0];
+            z1 += v.v[1];
+          }
+          z0 += bias[o];
+          z1 += bias[o + 1];
+          z0 = z0 > T(0) ? z0 : T(0);
+          z1 = z1 > T(0) ? z1 : T(0);
+          const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
+          const Vec2<T> res = load2_sh(cur + 2 * RS + (r + 2 * (j - j0) + res_dx) * (cin + kSegPad) + o);
+          store2(orow[j] + x * C + o, z0 + res.v[0], z1 + res.v[1]);
+        }
+      } else
       // four channels per thread: 16-byte loads of the partial sums and the residual,
       // 16-byte stores (the same sums in the same order as bias_relu)
       for (int e = threadIdx.x; e < nr * CQ; e += nthreads) {
