@@ -80,9 +80,10 @@ def test_checkpoint_of_a_graph_run_resumes_on_the_cpu(tmp_path):
         assert torch.equal(p, q)
 
 
-def _small_vmc(tmp_path):
+def _small_vmc(tmp_path, device="cpu"):
     config = VMCConfig(model="ising", size="2x3", gamma=1.0, n_blocks=2, channels=4, eval_batch=64,
-                       checkpoint_every=100, stages=[Stage(4, 16, "adam", 1e-2)], exact=False)  # fmt: skip
+                       checkpoint_every=100, stages=[Stage(6, 16, "adam", 1e-2)], exact=False,
+                       device=device)  # fmt: skip
     return VMC(config, tmp_path, progress=False)
 
 
@@ -116,6 +117,23 @@ def test_out_of_memory_releases_the_graph_and_retries(tmp_path, monkeypatch):
     assert "out of GPU memory" in vmc.gradient_step.disabled_reason
     vmc.train_step()
     assert vmc.gradient_step.path == "eager"
+
+
+@cuda
+@pytest.mark.cuda
+def test_out_of_memory_releases_a_captured_graph(tmp_path, monkeypatch):
+    """The same on the GPU with a real graph: captured at the second step, released by
+    the out-of-memory error of the third, whose retry and the later steps run eagerly."""
+    vmc = _small_vmc(tmp_path, "cuda")
+    vmc.train_step()
+    vmc.train_step()
+    assert vmc.gradient_step.path == "cuda-graph" and vmc.gradient_step.holds_graph
+    _raise_oom_once(vmc, monkeypatch)
+    with pytest.warns(RuntimeWarning, match="released the gradient phase's CUDA graph"):
+        vmc.train_step()
+    assert not vmc.gradient_step.holds_graph and vmc.gradient_step.path == "eager"
+    vmc.train_step()
+    assert vmc.gradient_step.path == "eager" and vmc.step == 4
 
 
 def test_out_of_memory_without_a_graph_is_raised(tmp_path, monkeypatch):
