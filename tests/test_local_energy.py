@@ -61,3 +61,23 @@ def test_local_energy_bad_input():
         local_energy(model, ham, torch.ones(3, 5, dtype=torch.int8))
     with pytest.raises(ValueError, match="memory_budget"):
         local_energy(model, ham, torch.ones(3, 4, dtype=torch.int8), memory_budget=0)
+
+
+def test_connected_reference_in_row_chunks():
+    """The reference's forward passes cut into at most max_rows rows give the same
+    values as one pass (up to the float64 rounding of different batch shapes); a
+    non-positive max_rows is refused."""
+    from naqs.local_energy import connected_log_psi_reference
+
+    model = PixelCNN(3, 3, 2, 4).double()
+    ham = TransverseFieldIsing(square(3, 3), 1.0)
+    spins = all_configurations(9)[::37]
+    conn = ham.connections(spins)
+    whole = connected_log_psi_reference(model, spins, conn.flips, conn.counts)
+    for rows in (1, 7, 10**6):
+        torch.testing.assert_close(
+            connected_log_psi_reference(model, spins, conn.flips, conn.counts, max_rows=rows), whole,
+            atol=1e-12, rtol=0,
+        )
+    with pytest.raises(ValueError, match="max_rows"):
+        connected_log_psi_reference(model, spins, conn.flips, conn.counts, max_rows=0)
