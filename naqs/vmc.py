@@ -404,17 +404,21 @@ class VMC:
         self._ensure_optimizer(index)
         start = time.perf_counter()
         try:
-            spins, log_psi, acceptance, eloc = self._sample_and_local_energy(stage.batch)
+            result = self._sample_and_local_energy(stage.batch)
         except torch.cuda.OutOfMemoryError:
             # the gradient phase's CUDA graph holds a forward+backward's activations
             # between steps: give them back and retry once (eager gradient phase from now
             # on); without a graph to release the error stands
-            if not self.gradient_step.release("out of GPU memory with the graph's pool held"):
+            if not self.gradient_step.holds_graph:
                 raise
+            result = None  # (retried below: here the traceback still holds the attempt's tensors)
+        if result is None:
+            self.gradient_step.release("out of GPU memory with the graph's pool held")
             warnings.warn(f"step {self.step}: out of GPU memory while sampling or in the local energies; "
                           "released the gradient phase's CUDA graph (eager from now on) and retried",
                           RuntimeWarning, stacklevel=2)
-            spins, log_psi, acceptance, eloc = self._sample_and_local_energy(stage.batch)
+            result = self._sample_and_local_energy(stage.batch)
+        spins, log_psi, acceptance, eloc = result
         self.energy_path = last_local_energy_path()
         self.gradient_step(self.optimizer, spins, eloc)
         if self.config.device.startswith("cuda"):
