@@ -26,8 +26,8 @@ import math
 import os
 import pickle
 import time
-import warnings
 import tomllib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,9 +37,9 @@ from tqdm.auto import tqdm
 
 from . import distributed as dist_utils
 from . import ops, sampling
+from .gradient_step import GradientStep, set_capturable
 from .hamiltonian import Hamiltonian, Heisenberg, TransverseFieldIsing
 from .lattice import Lattice, make_lattice
-from .gradient_step import GradientStep, set_capturable
 from .local_energy import last_local_energy_path, local_energy
 from .models import PixelCNN, SymmetricModel
 
@@ -418,7 +418,7 @@ class VMC:
                           "released the gradient phase's CUDA graph (eager from now on) and retried",
                           RuntimeWarning, stacklevel=2)
             result = self._sample_and_local_energy(stage.batch)
-        spins, log_psi, acceptance, eloc = result
+        spins, acceptance, eloc = result
         self.energy_path = last_local_energy_path()
         self.gradient_step(self.optimizer, spins, eloc)
         if self.config.device.startswith("cuda"):
@@ -432,7 +432,7 @@ class VMC:
             with torch.no_grad():
                 eloc = local_energy(self.model, self.hamiltonian, spins, log_psi=log_psi,
                                     cache=self._take_activations())
-        return spins, log_psi, acceptance, eloc
+        return spins, acceptance, eloc
 
     def _finish_step(self, metrics: dict, index: int, stage: Stage, acceptance: float, start: float) -> dict:
         metrics.update(
