@@ -8,8 +8,9 @@
 // (job, position) pairs are cut into chunks of up to `rows` pairs; per chunk
 //   1. the chunk's inputs are copied into shared memory with cp.async (16-byte copies
 //      where aligned, zero-fill outside the lattice): on passes over rows (layers l > 0,
-//      4 | C) the row segments the chunk's windows need, double-buffered so that
-//      the next chunk's copies run during this chunk's product (pass_seg); otherwise
+//      4 | C) the row segments the chunk's windows need, double-buffered: each warp
+//      issues the next chunk's copies when its share of this chunk's product is done
+//      (before it, in the register-B TF32 instances) (pass_seg); otherwise
 //      the 3x3 causal windows ([rows][K]) tap by tap, all in flight at once. The layer's
 //      weights ([K][C4]) were copied once per pass, started during the previous pass's
 //      last chunk;
@@ -881,8 +882,9 @@ struct Ctx {
   // v_{l-1} at row y-2+dy). Job jj of the chunk (0 = the first) takes n_jj + 2 columns,
   // so pair r's window starts at column cb(r) = r + 2 jj (product<., true>). ~3x fewer
   // bytes and copies than the windows, and small enough for two buffers in the space of
-  // one window chunk: the next chunk's copies run during this chunk's product
-  // (cp.async groups). Buffer: [3][ncol][cin + kSegPad] (columns padded by 16 or 32
+  // one window chunk: the next chunk's copies are in flight while this chunk finishes
+  // (issued per warp after its product share; before the product in the register-B TF32
+  // instances, during it). Buffer: [3][ncol][cin + kSegPad] (columns padded by 16 or 32
   // bytes: the adjacent columns one warp reads fall in different banks), row stride RS.
 
   // Pairs of the chunk that starts at pair p0: at most rows, and columns <= ncol.
