@@ -284,8 +284,12 @@ def test_connected_light_cone(device, monkeypatch, shape, dtype):
 
 @pytest.mark.parametrize(
     "switch,values,channels",
-    [("NAQS_PIXELCNN_SPECIALIZE", ("1", "0"), 32), ("NAQS_PIXELCNN_SEGMENTS", ("1", "0", "2"), 8)],
-    ids=["specialize", "segments"],
+    [
+        ("NAQS_PIXELCNN_SPECIALIZE", ("1", "0"), 32),
+        ("NAQS_PIXELCNN_SEGMENTS", ("1", "0", "2"), 8),
+        ("NAQS_PIXELCNN_BULK_WEIGHTS", ("1", "0"), 32),
+    ],
+    ids=["specialize", "segments", "bulk_weights"],
 )
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 def test_kernel_switches_agree(device, monkeypatch, switch, values, channels, dtype):
@@ -293,7 +297,9 @@ def test_kernel_switches_agree(device, monkeypatch, switch, values, channels, dt
     samples, log psi and connected log psi: the 32-channel kernel (compile-time channel
     count) and the generic one (NAQS_PIXELCNN_SPECIALIZE=0); the input layouts
     (NAQS_PIXELCNN_SEGMENTS: 0 windows tap by tap, 1 row segments on passes of >= 3
-    positions per job, 2 segments on every pass over rows)."""
+    positions per job, 2 segments on every pass over rows); the weights staged by one bulk
+    copy in every walk or in none (NAQS_PIXELCNN_BULK_WEIGHTS=1 | 0; by default in the
+    32-channel float sampler only)."""
     if device.type != "cuda":
         pytest.skip("a switch of the CUDA kernel")
     model = _model(5, 6, 3, channels, dtype, device, seed=3)

@@ -187,6 +187,41 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
 
+// Bulk copies (sm_90): one thread moves a contiguous block global -> shared through the
+// copy engine (one instruction where cp.async takes one per 16 bytes and thread), with
+// its completion counted in bytes on an mbarrier of one arrival per phase (the issuing
+// thread's, which announces the bytes); the waiting threads spin on the phase parity.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define NAQS_BULK_COPY 1
+__device__ __forceinline__ unsigned smem_u32(const void* p) { return unsigned(__cvta_generic_to_shared(p)); }
+__device__ __forceinline__ void mbar_init(unsigned long long* bar) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n"
+               "fence.mbarrier_init.release.cluster;\n" ::"r"(smem_u32(bar))
+               : "memory");
+}
+// bytes: a multiple of 16, both ends 16-byte aligned. The proxy fence: the generic-proxy
+// accesses of this thread before it (and, through the barrier that preceded it, the
+// CTA's reads of dst) come before the copy engine's writes.
+__device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned bytes, unsigned long long* bar) {
+  asm volatile(
+      "fence.proxy.async.shared::cta;\n"
+      "mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n"
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%2], [%3], %1, [%0];\n" ::"r"(smem_u32(bar)),
+      "r"(bytes), "r"(smem_u32(dst)), "l"(src)
+      : "memory");
+}
+__device__ __forceinline__ void mbar_wait(unsigned long long* bar, unsigned parity) {
+  unsigned done = 0;
+  do {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(smem_u32(bar)), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+#endif
+
 // Tensor-core math (float networks only, NAQS_PIXELCNN_MATH): round to TF32, and one
 // m16n8k8 TF32 MMA with FP32 accumulation (D += A B).
 __device__ __forceinline__ unsigned to_tf32(float x) {
@@ -210,7 +245,9 @@ enum Math : int { kFFMA = 0, k3xTF32 = 1, kTF32 = 2 };
 // kMath: the tensor-core mode compiled into this kernel instance (kFFMA: none, so the
 // default kernel carries no MMA code and its registers); `math` is kMath when the
 // network allows it (float, weights in shared memory, 8 | C <= 32), else kFFMA.
-template <typename T, int kMath = kFFMA, int kThr = 512, int kCC = 0>
+// kBulkW: the pass's weights staged by one bulk copy (stage_weights; see kernel_for for
+// the instances that do).
+template <typename T, int kMath = kFFMA, int kThr = 512, int kCC = 0, bool kBulkW = false>
 struct Ctx {
   Dims d;
   Weights<T> w;
@@ -220,6 +257,12 @@ struct Ctx {
   const int* cols_h;
   const int* cols_v;
   int tile, rows, S, WS, pipeline, math;
+  // kBulkW instances: bulk = 1 when the weights can go by one bulk copy on wbar (WS = C4:
+  // unpadded, as in global memory; the weight tensors 16-byte aligned); wpending: it is in
+  // flight, wpar: the parity of its mbarrier phase
+  unsigned long long* wbar;
+  int bulk;
+  mutable int wpending = 0, wpar = 0;
   int nthreads;  // blockDim.x (the kernel's template value: a compile-time constant)
   int prefetch;  // kSample: single-position passes start the next block's windows early
   int red_swz;     // column mask of red's swizzle (C4 - 1 for a power-of-two C4, else 0)
@@ -361,6 +404,15 @@ struct Ctx {
   // power-of-two rows: the run-time division per unit cost ~20 instructions, and every
   // single-position pass of the sampler stages a block's weights).
   __device__ void stage_weights(int K, const T* __restrict__ W) const {
+#ifdef NAQS_BULK_COPY
+    if constexpr (kBulkW) {
+      if (bulk) {
+        if (threadIdx.x == 0) bulk_copy(wsm, W, unsigned(K * d.c4 * sizeof(T)), wbar);
+        wpending = 1;
+        return;
+      }
+    }
+#endif
     constexpr int VE = 16 / int(sizeof(T));
     const int per_row = d.c4 / VE;  // C4 is a multiple of 4
     const int pu = per_row % 4 == 0 ? 4 : 1;
@@ -379,6 +431,21 @@ struct Ctx {
         cp_async<16>(dst, src, w.bo);
       }
     }
+  }
+
+  // Waits for this thread's cp.async copies and for the bulk copies (every thread sees
+  // them after its wait; the caller's barrier then covers the other threads' cp.async).
+  __device__ void wait_copies() const {
+    cp_async_wait_all();
+#ifdef NAQS_BULK_COPY
+    if constexpr (kBulkW) {
+      if (wpending) {
+        mbar_wait(wbar, unsigned(wpar));
+        wpar ^= 1;
+        wpending = 0;
+      }
+    }
+#endif
   }
 
   // K split of a product of rows4 rows: ks groups of ntile thread tiles.
@@ -826,7 +893,7 @@ struct Ctx {
       if (wsm && !ready) stage_weights(K, W);
       gather(is_h, l, y, xb, nx, 0, min(cr, npairs), xs);
     }
-    cp_async_wait_all();
+    wait_copies();
     __syncthreads();
     tick(0, t0);
     for (int c = 0, p0 = 0; p0 < npairs; ++c, p0 += cr) {
@@ -995,7 +1062,7 @@ struct Ctx {
       const int pn = p0 + nr;
       const int nrn = pn < npairs ? seg_chunk(pn, npairs, nx, by_nx) : 0;
       if constexpr (kLateGather) {
-        cp_async_wait_all();  // this chunk's copies (issued during the last chunk's product)
+        wait_copies();  // this chunk's copies (issued during the last chunk's product)
       } else if (nrn > 0) {
         gather_seg(is_h, xb, nx, by_nx, by_nx2, pn, nrn, xs + ((c + 1) & 1) * BS, RS);
         cp_async_commit();
@@ -1194,7 +1261,7 @@ struct Ctx {
 // count, the padded weight rows and everything derived from them are compile-time
 // constants (shifts instead of integer divisions, immediate offsets, fewer registers);
 // kCC = 0: any channel count.
-template <typename T, int kThr, int kCC, int kMath>
+template <typename T, int kThr, int kCC, int kMath, bool kBulkW = false>
 __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lattice and network sizes
                                                         Weights<T> w,      // kernel layout, see walker.h
                                                         WalkArgs<T> a,     // inputs/outputs of the mode
@@ -1213,7 +1280,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   }
   const int C = d.channels, N = d.n_sites, L = d.blocks;
   const int kmax = max(18 * C, 9 * (1 + C));
-  Ctx<T, kMath, kThr, kCC> cx;
+  Ctx<T, kMath, kThr, kCC, kBulkW> cx;
   cx.d = d;
   cx.w = w;
   cx.tile = tile;
@@ -1222,9 +1289,24 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   cx.prefetch = prefetch && w_shared && !pipeline && tile <= rows;
   cx.pipeline = pipeline;
   cx.WS = d.c4 + 8;  // padded: conflict-free B fragments of the MMA path
+  __shared__ unsigned long long wbar_sh;
+  cx.wbar = &wbar_sh;
+  if constexpr (kBulkW) {
+    cx.WS = d.c4;  // one contiguous block (the FFMA product's B loads are conflict-free unpadded)
+#ifdef NAQS_BULK_COPY
+    if (threadIdx.x == 0) mbar_init(&wbar_sh);  // (tile setup's barriers come before the first use)
+    auto aligned = [](const void* q) { return (reinterpret_cast<uintptr_t>(q) & 15) == 0; };
+    cx.bulk = w_shared && aligned(w.wh0) && aligned(w.wh) && aligned(w.wv0) && aligned(w.wv) &&
+              (d.c4 * sizeof(T)) % 16 == 0;
+#else
+    cx.bulk = 0;
+#endif
+  } else {
+    cx.bulk = 0;
+  }
   // tensor-core products need the weights in shared memory and 8 | C <= 32
   cx.math = (sizeof(T) == 4 && w_shared && C % 8 == 0 && C <= 32) ? kMath : int(kFFMA);
-  if constexpr (Ctx<T, kMath, kThr, kCC>::kBRegs) {
+  if constexpr (Ctx<T, kMath, kThr, kCC, kBulkW>::kBRegs) {
     if (cx.math != kTF32) __trap();  // plan() never launches it so (no FFMA fallback)
   }
   cx.S = xs_stride;
@@ -1232,13 +1314,13 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   // segment path: two [3][ncol][2C + pad] buffers (padded columns) in the space of the
   // window chunk
   cx.ncol = (segments && C % 4 == 0 && !pipeline)
-                ? rows * xs_stride / (6 * (2 * C + Ctx<T, kMath, kThr, kCC>::kSegPad))
+                ? rows * xs_stride / (6 * (2 * C + Ctx<T, kMath, kThr, kCC, kBulkW>::kSegPad))
                 : 0;
   if (cx.ncol < 8) cx.ncol = 0;
   cx.seg_min_nx = segments == 2 ? 1 : 3;
   cx.xs = reinterpret_cast<T*>(smem_raw);
   cx.red = cx.xs + size_t(rows) * xs_stride;
-  cx.hcur = cx.red + size_t(red_elems(kThr, rows, d.c4, Ctx<T, kMath, kThr, kCC>::kBRegs));
+  cx.hcur = cx.red + size_t(red_elems(kThr, rows, d.c4, Ctx<T, kMath, kThr, kCC, kBulkW>::kBRegs));
   cx.raw = cx.hcur + size_t(tile) * C;
   // byte offsets from smem_raw (pointers derived from it stay shared-space loads)
   size_t off = (size_t(reinterpret_cast<unsigned char*>(cx.raw + size_t(tile) * kOutChunk * 4) - smem_raw) + 15) &
@@ -1469,8 +1551,21 @@ bool specialized(int channels, int math) {
   return channels == 32 && !(env && env[0] == '0');
 }
 
+// The 32-channel float FFMA walk stages each pass's weights by one bulk copy in the
+// sampler (Ctx::kBulkW: 120.8 vs 127.8 ms at 21x21/20/4096, 9.6 vs 11.1 ms at
+// 12x12/10/1000; its single-position passes stage a block's 74 KB for every site, 4608
+// cp.async each) and by cp.async in the row walks (one staging per pass there: no gain,
+// and its instance measured 3% slower on local energies). NAQS_PIXELCNN_BULK_WEIGHTS=1 |
+// 0: in every walk | in none (A/B).
+bool bulk_weights(int mode) {
+  const char* env = std::getenv("NAQS_PIXELCNN_BULK_WEIGHTS");
+  if (env && env[0] == '1') return true;
+  if (env && env[0] == '0') return false;
+  return mode == kSample;
+}
+
 template <typename T>
-auto kernel_for(int threads, int channels, int math) {
+auto kernel_for(int threads, int channels, int math, int mode) {
   const bool c32 = specialized(channels, math);
   if constexpr (sizeof(T) == 4) {
     if (threads == 512 && math == k3xTF32)
@@ -1478,6 +1573,7 @@ auto kernel_for(int threads, int channels, int math) {
     if (threads == 512 && math == kTF32)
       return c32 ? walk_kernel<T, 512, 32, kTF32> : walk_kernel<T, 512, 0, kTF32>;
     if (threads == 256 && math == kTF32 && c32) return walk_kernel<T, 256, 32, kTF32>;
+    if (threads == 512 && math == kFFMA && c32 && bulk_weights(mode)) return walk_kernel<T, 512, 32, kFFMA, true>;
   }
   if (c32) return threads == 512 ? walk_kernel<T, 512, 32, kFFMA> : walk_kernel<T, 256, 32, kFFMA>;
   return threads == 512 ? walk_kernel<T, 512, 0, kFFMA> : walk_kernel<T, 256, 0, kFFMA>;
@@ -1532,7 +1628,7 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   // without the weights in shared memory a TF32 walk takes the generic instance
   // (specialized()), which has tensor-core products only at 512 threads
   if (p.threads == 256 && p.math == kTF32 && !allow_ws) p.threads = 512;
-  const auto kernel = kernel_for<T>(p.threads, d.channels, p.math);
+  const auto kernel = kernel_for<T>(p.threads, d.channels, p.math, mode);
   // the 32-channel TF32 instances (256 and 512 threads) keep B fragments in registers and
   // need 8 K groups of partial sums (Ctx::kBRegs)
   const bool b_regs = sizeof(T) == 4 && (p.threads == 256 || p.threads == 512) && p.math == kTF32 &&
@@ -1543,8 +1639,8 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   bool found = false;
   for (int ws = allow_ws ? 1 : 0; ws >= 0 && !found; --ws) {
     for (int rows = kMaxRows; rows >= 4 && !found; rows /= 2) {
-      // (the kernel's static shared memory: next_tile and the profile counters)
-      if (smem_bytes(d, rows, rows, sizeof(T), sizeof(Member<T>), ws != 0, p.threads, b_regs) <= size_t(optin) - 16 - 8 * kProfSlots) {
+      // (the kernel's static shared memory: next_tile, wbar_sh and the profile counters)
+      if (smem_bytes(d, rows, rows, sizeof(T), sizeof(Member<T>), ws != 0, p.threads, b_regs) <= size_t(optin) - 32 - 8 * kProfSlots) {
         p.w_shared = ws;
         p.rows = rows;
         found = true;
@@ -1619,7 +1715,10 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   const char* pf_env = std::getenv("NAQS_PIXELCNN_PREFETCH");
   const int prefetch = pf_env && pf_env[0] == '0' ? 0 : 1;
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
-  const auto kernel = kernel_for<T>(p.threads, d.channels, math);
+  const auto kernel = kernel_for<T>(p.threads, d.channels, math, a.mode);
+  // (plan() set this for the instance of its mode, which may be unknown there)
+  if ((err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(p.smem))) != cudaSuccess)
+    return err;
   if (!(env && env[0] == '1')) {
     kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared,
                                                           pipeline, segments, prefetch, ring, confs, tiles_taken, nullptr);
