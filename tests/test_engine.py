@@ -298,8 +298,8 @@ def test_kernel_switches_agree(device, monkeypatch, switch, values, channels, dt
     count) and the generic one (NAQS_PIXELCNN_SPECIALIZE=0); the input layouts
     (NAQS_PIXELCNN_SEGMENTS: 0 windows tap by tap, 1 row segments on passes of >= 3
     positions per job, 2 segments on every pass over rows); the weights staged by one bulk
-    copy in every walk or in none (NAQS_PIXELCNN_BULK_WEIGHTS=1 | 0; by default in the
-    32-channel float sampler only)."""
+    copy (the default of the 32-channel float FFMA walks) or by cp.async
+    (NAQS_PIXELCNN_BULK_WEIGHTS=0)."""
     if device.type != "cuda":
         pytest.skip("a switch of the CUDA kernel")
     model = _model(5, 6, 3, channels, dtype, device, seed=3)

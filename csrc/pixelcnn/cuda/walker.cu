@@ -1551,21 +1551,18 @@ bool specialized(int channels, int math) {
   return channels == 32 && !(env && env[0] == '0');
 }
 
-// The 32-channel float FFMA walk stages each pass's weights by one bulk copy in the
-// sampler (Ctx::kBulkW: 120.8 vs 127.8 ms at 21x21/20/4096, 9.6 vs 11.1 ms at
-// 12x12/10/1000; its single-position passes stage a block's 74 KB for every site, 4608
-// cp.async each) and by cp.async in the row walks (one staging per pass there: no gain,
-// and its instance measured 3% slower on local energies). NAQS_PIXELCNN_BULK_WEIGHTS=1 |
-// 0: in every walk | in none (A/B).
-bool bulk_weights(int mode) {
+// The 32-channel float FFMA walks stage each pass's weights by one bulk copy (Ctx::kBulkW):
+// the sampler 120.8 vs 127.8 ms at 21x21/20/4096 and 9.6 vs 11.1 ms at 12x12/10/1000
+// (its single-position passes stage a block's 74 KB for every site, 4608 cp.async each),
+// the local energies ~2% faster (one staging per pass there). NAQS_PIXELCNN_BULK_WEIGHTS=0:
+// by cp.async instead (A/B).
+bool bulk_weights() {
   const char* env = std::getenv("NAQS_PIXELCNN_BULK_WEIGHTS");
-  if (env && env[0] == '1') return true;
-  if (env && env[0] == '0') return false;
-  return mode == kSample;
+  return !(env && env[0] == '0');
 }
 
 template <typename T>
-auto kernel_for(int threads, int channels, int math, int mode) {
+auto kernel_for(int threads, int channels, int math) {
   const bool c32 = specialized(channels, math);
   if constexpr (sizeof(T) == 4) {
     if (threads == 512 && math == k3xTF32)
@@ -1573,7 +1570,7 @@ auto kernel_for(int threads, int channels, int math, int mode) {
     if (threads == 512 && math == kTF32)
       return c32 ? walk_kernel<T, 512, 32, kTF32> : walk_kernel<T, 512, 0, kTF32>;
     if (threads == 256 && math == kTF32 && c32) return walk_kernel<T, 256, 32, kTF32>;
-    if (threads == 512 && math == kFFMA && c32 && bulk_weights(mode)) return walk_kernel<T, 512, 32, kFFMA, true>;
+    if (threads == 512 && math == kFFMA && c32 && bulk_weights()) return walk_kernel<T, 512, 32, kFFMA, true>;
   }
   if (c32) return threads == 512 ? walk_kernel<T, 512, 32, kFFMA> : walk_kernel<T, 256, 32, kFFMA>;
   return threads == 512 ? walk_kernel<T, 512, 0, kFFMA> : walk_kernel<T, 256, 0, kFFMA>;
@@ -1628,7 +1625,7 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   // without the weights in shared memory a TF32 walk takes the generic instance
   // (specialized()), which has tensor-core products only at 512 threads
   if (p.threads == 256 && p.math == kTF32 && !allow_ws) p.threads = 512;
-  const auto kernel = kernel_for<T>(p.threads, d.channels, p.math, mode);
+  const auto kernel = kernel_for<T>(p.threads, d.channels, p.math);
   // the 32-channel TF32 instances (256 and 512 threads) keep B fragments in registers and
   // need 8 K groups of partial sums (Ctx::kBRegs)
   const bool b_regs = sizeof(T) == 4 && (p.threads == 256 || p.threads == 512) && p.math == kTF32 &&
@@ -1715,8 +1712,8 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   const char* pf_env = std::getenv("NAQS_PIXELCNN_PREFETCH");
   const int prefetch = pf_env && pf_env[0] == '0' ? 0 : 1;
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
-  const auto kernel = kernel_for<T>(p.threads, d.channels, math, a.mode);
-  // (plan() set this for the instance of its mode, which may be unknown there)
+  const auto kernel = kernel_for<T>(p.threads, d.channels, math);
+  // (plan() set this for the instance it saw; the environment may have changed since)
   if ((err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(p.smem))) != cudaSuccess)
     return err;
   if (!(env && env[0] == '1')) {
