@@ -13,7 +13,8 @@
 //      (before it, in the register-B TF32 instances) (pass_seg); otherwise
 //      the 3x3 causal windows ([rows][K]) tap by tap, all in flight at once. The layer's
 //      weights ([K][C4]) were copied once per pass, started during the previous pass's
-//      last chunk;
+//      last chunk (one bulk copy on an mbarrier in the 32-channel float FFMA walks,
+//      cp.async elsewhere);
 //   2. [rows x K] x [K x C]: FP32/FP64 FFMA by default, each thread a 4 (rows) x 4
 //      (channels) register tile over a K slice; NAQS_PIXELCNN_MATH=3xtf32 | tf32 uses
 //      m16n8k8 TF32 tensor-core MMAs instead (float networks, 8 | C <= 32, 512-thread
