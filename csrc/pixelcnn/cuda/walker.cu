@@ -921,6 +921,37 @@ struct Ctx {
       const bool last = pn >= npairs;
       if (last && wsm && next_l >= 0) stage_next(next_h, next_l);
       if (prefetch) gather(true, l + 1, y, xb, nx, 0, npairs, xs, true);
+      if constexpr (kMath == kFFMA && kThr == 512 && kCC > 0) {
+        // two channels per thread (a 32-job single-position pass is 1024 outputs for the
+        // 512 threads): 8-byte loads and stores, half the index arithmetic; the same sums
+        // in the same order as bias_relu (red_col keeps channel pairs adjacent)
+        const int CH = C / 2;
+#pragma unroll 1
+        for (int e = threadIdx.x; e < nr * CH; e += nthreads) {
+          const int r = e / CH, o = (e - r * CH) * 2;
+          const T* pr = red + r * C4 + red_col(r, o);
+          T z0 = T(0), z1 = T(0);
+#pragma unroll 4
+          for (int kg = 0; kg < ks; ++kg) {
+            const Vec2<T> v = load2_sh(pr + kg * rstride * C4);
+            z0 += v.v[0];
+            z1 += v.v[1];
+          }
+          z0 += bias[o];
+          z1 += bias[o + 1];
+          z0 = z0 > T(0) ? z0 : T(0);
+          z1 = z1 > T(0) ? z1 : T(0);
+          if (l > 0) {
+            const Vec2<T> res = load2_sh(xc + r * S + res_tap * cin + o);
+            z0 += res.v[0];
+            z1 += res.v[1];
+          }
+          const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
+          store2(out_at(is_h, l, y, x, mem[j]) + o, z0, z1);
+          if (keep) store2(hcur + j * C + o, z0, z1);
+          if (prefetch) store2(xc + r * S + 8 * 2 * C + o, z0, z1);  // tap 8, h_l part, of block l+1's window
+        }
+      } else
       for (int e = threadIdx.x; e < nr * C; e += nthreads) {
         const int r = e / C, o = e - r * C;
         T z = bias_relu(ks, rstride, r, o, bias);
