@@ -825,13 +825,13 @@ struct Ctx {
   }
   // ... (the same for channels o, o+1, o even, with 8-byte loads: the two-channel
   // finishing loops of the 512-thread instances) ...
-  __device__ __forceinline__ void bias_relu2(int ks, int rstride, int r, int o, const T* bias, T& z0, T& z1) const {
-    const T* pr = red + r * d.c4 + red_col(r, o);
-    z0 = T(0);
-    z1 = T(0);
+  __device__ __forceinline__ Vec2<T> bias_relu2(int ks, int rstride, int r, int o, const T* bias) const {
+    const int C4 = d.c4;
+    const T* pr = red + r * C4 + red_col(r, o);
+    T z0 = T(0), z1 = T(0);
 #pragma unroll 4
     for (int kg = 0; kg < ks; ++kg) {
-      const Vec2<T> v = load2_sh(pr + kg * rstride * d.c4);
+      const Vec2<T> v = load2_sh(pr + kg * rstride * C4);
       z0 += v.v[0];
       z1 += v.v[1];
     }
@@ -839,6 +839,7 @@ struct Ctx {
     z1 += bias[o + 1];
     z0 = z0 > T(0) ? z0 : T(0);
     z1 = z1 > T(0) ? z1 : T(0);
+    return Vec2<T>{{z0, z1}};
   }
   // ... (the same for channels o .. o+3, o % 4 == 0, biases b; kKs > 0: ks = kKs, all
   // loads at once) ...
@@ -946,8 +947,8 @@ struct Ctx {
 #pragma unroll 1
         for (int e = threadIdx.x; e < nr * CH; e += nthreads) {
           const int r = e / CH, o = (e - r * CH) * 2;
-          T z0, z1;
-          bias_relu2(ks, rstride, r, o, bias, z0, z1);
+          const Vec2<T> z = bias_relu2(ks, rstride, r, o, bias);
+          T z0 = z.v[0], z1 = z.v[1];
           if (l > 0) {
             const Vec2<T> res = load2_sh(xc + r * S + res_tap * cin + o);
             z0 += res.v[0];
@@ -1176,8 +1177,8 @@ struct Ctx {
 #pragma unroll 1
         for (int e = threadIdx.x; e < nr * CH; e += nthreads) {
           const int r = e / CH, o = (e - r * CH) * 2;
-          T z0, z1;
-          bias_relu2(ks, rstride, r, o, bias, z0, z1);
+          const Vec2<T> z = bias_relu2(ks, rstride, r, o, bias);
+          const T z0 = z.v[0], z1 = z.v[1];
           const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
           const Vec2<T> res = load2_sh(cur + 2 * RS + (r + 2 * (j - j0) + res_dx) * (cin + kSegPad) + o);
           store2(orow[j] + x * C + o, z0 + res.v[0], z1 + res.v[1]);
