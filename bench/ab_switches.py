@@ -9,7 +9,7 @@ setting with the same NAQS_PIXELCNN_MATH (switches that only move copies around 
 give bitwise the same numbers).
 
     python bench/ab_switches.py --config 21x20x4096 --rounds 3 \\
-        --settings ";NAQS_PIXELCNN_EXP=1;NAQS_PIXELCNN_MATH=tf32" --out ab.md
+        --settings ";NAQS_PIXELCNN_BULK_WEIGHTS=0;NAQS_PIXELCNN_MATH=tf32" --out ab.md
 
 A setting is "VAR=VALUE,VAR=VALUE" (empty: the defaults); BATCH=n in a setting samples
 only the first n samples (a scaling probe: with NAQS_PIXELCNN_TILE=32, n / 32 CTAs).
@@ -20,17 +20,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 
 import torch
+from bench_engine import git_commit, timeit  # (bench/ is the script's directory: on sys.path)
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_engine import git_commit, timeit  # noqa: E402
-
-from naqs import ops  # noqa: E402
-from naqs.hamiltonian import TransverseFieldIsing  # noqa: E402
-from naqs.lattice import square  # noqa: E402
-from naqs.models.pixelcnn import PixelCNN  # noqa: E402
+from naqs import ops
+from naqs.hamiltonian import TransverseFieldIsing
+from naqs.lattice import square
+from naqs.models.pixelcnn import PixelCNN
 
 
 def parse_setting(setting: str) -> dict[str, str]:
