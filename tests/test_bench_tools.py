@@ -34,12 +34,16 @@ def test_spill_lines_counts_by_instance_and_function(tmp_path, monkeypatch):
         "        /*0040*/                   FADD R6, R6, R7 ;\n"
         '\t//## File "/src/cone.h", line 40\n'
         "        /*0050*/                   STL [R1+0xc], R9 ;\n"
-        ".text._ZN4naqs11walk_kernelIfLi256ELi32ELi2EEEvv:\n"
+        ".text._ZN4naqs11walk_kernelIfLi256ELi32ELi2ELb0EEEvv:\n"
         '\t//## File "/src/walker.cu", line 3\n'
         "        /*0010*/                   FFMA R1, R2, R3, R4 ;\n"
+        ".text._ZN4naqs11walk_kernelIfLi512ELi32ELi0ELb1EEEvv:\n"  # the bulk-weights instance
+        '\t//## File "/src/walker.cu", line 3\n'
+        "        /*0010*/                   STL [R1], R2 ;\n"
     )
     table = spill_lines.spills(str(sass), str(source))
-    assert set(table) == {"walk<f,512,32,0>", "walk<f,256,32,2>"}
+    assert set(table) == {"walk<f,512,32,0>", "walk<f,256,32,2>", "walk<f,512,32,0,bulk>"}
+    assert table["walk<f,512,32,0,bulk>"][("product", "STL")] == 1
     big = table["walk<f,512,32,0>"]
     assert big[("walk_kernel", "STL")] == 1 and big[("walk_kernel", "LDL")] == 1
     assert big[("product", "LDL")] == 1 and big[("cone.h", "STL")] == 1
