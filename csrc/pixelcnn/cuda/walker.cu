@@ -262,7 +262,7 @@ struct Ctx {
   // unpadded, as in global memory; the weight tensors 16-byte aligned); wpending: it is in
   // flight, wpar: the parity of its mbarrier phase
   unsigned long long* wbar;
-  int bulk;
+  int bulk = 0;
   mutable int wpending = 0, wpar = 0;
   int nthreads;  // blockDim.x (the kernel's template value: a compile-time constant)
   int prefetch;  // kSample: single-position passes start the next block's windows early
@@ -1328,11 +1328,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
     auto aligned = [](const void* q) { return (reinterpret_cast<uintptr_t>(q) & 15) == 0; };
     cx.bulk = w_shared && aligned(w.wh0) && aligned(w.wh) && aligned(w.wv0) && aligned(w.wv) &&
               (d.c4 * sizeof(T)) % 16 == 0;
-#else
-    cx.bulk = 0;
 #endif
-  } else {
-    cx.bulk = 0;
   }
   // tensor-core products need the weights in shared memory and 8 | C <= 32
   cx.math = (sizeof(T) == 4 && w_shared && C % 8 == 0 && C <= 32) ? kMath : int(kFFMA);
@@ -1743,9 +1739,6 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   const int prefetch = pf_env && pf_env[0] == '0' ? 0 : 1;
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
   const auto kernel = kernel_for<T>(p.threads, d.channels, math);
-  // (plan() set this for the instance it saw; the environment may have changed since)
-  if ((err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(p.smem))) != cudaSuccess)
-    return err;
   if (!(env && env[0] == '1')) {
     kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared,
                                                           pipeline, segments, prefetch, ring, confs, tiles_taken, nullptr);
