@@ -9,16 +9,18 @@
 #   OUT=dir NAQS_PIXELCNN_MATH=tf32 bash bench/ncu_walker.sh [L blocks samples le_samples]
 #
 # (profile_walker.py launches the sampling walk, the forward walk of the local energy,
-# then the connected walk: --launch-skip 2 takes the third.)
+# then the connected walk: --launch-skip 2 takes the third; NAQS_NCU_SKIP=0 the sampling
+# walk, e.g. `NAQS_NCU_SKIP=0 bash bench/ncu_walker.sh 21 20 256 1`.)
 set -u -o pipefail
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 ARGS=${*:-12 10 1000 256}
 REP=/tmp/naqs-walker
 rm -f "$REP.ncu-rep"
-timeout 300 ncu --launch-skip 2 --launch-count 1 -k regex:walk_kernel --set full --import-source yes -o "$REP" \
+SKIP=${NAQS_NCU_SKIP:-2}
+timeout 300 ncu --launch-skip $SKIP --launch-count 1 -k regex:walk_kernel --set full --import-source yes -o "$REP" \
   python3 bench/profile_walker.py $ARGS > "$OUT/ncu.log" 2>&1
-echo "ncu rc=$? ($ARGS, NAQS_PIXELCNN_MATH=${NAQS_PIXELCNN_MATH:-ffma})"
+echo "ncu rc=$? ($ARGS, launch-skip $SKIP, NAQS_PIXELCNN_MATH=${NAQS_PIXELCNN_MATH:-ffma})"
 ncu -i "$REP.ncu-rep" --page details --csv > "$OUT/ncu-details.csv" 2>> "$OUT/ncu.log"
 ncu -i "$REP.ncu-rep" --page source --print-source sass --csv 2>> "$OUT/ncu.log" | gzip > "$OUT/ncu-sass.csv.gz"
 # the line table of the same build's SASS (cuobjdump/nvdisasm of the CUDA toolkit)

@@ -247,8 +247,10 @@ enum Math : int { kFFMA = 0, k3xTF32 = 1, kTF32 = 2 };
 // default kernel carries no MMA code and its registers); `math` is kMath when the
 // network allows it (float, weights in shared memory, 8 | C <= 32), else kFFMA.
 // kBulkW: the pass's weights staged by one bulk copy (stage_weights; see kernel_for for
-// the instances that do).
-template <typename T, int kMath = kFFMA, int kThr = 512, int kCC = 0, bool kBulkW = false>
+// the instances that do). kPipeK: the FFMA product loads the next k-step's operands
+// before this step's FMAs (product; float instances only: double operands would not fit
+// in the registers twice).
+template <typename T, int kMath = kFFMA, int kThr = 512, int kCC = 0, bool kBulkW = false, bool kPipeK = false>
 struct Ctx {
   Dims d;
   Weights<T> w;
@@ -284,7 +286,8 @@ struct Ctx {
   // further: 6 setup (row tables, first gather), 7 the next chunk's copies, 8 waiting for
   // this chunk's copies (0: the barrier after it), 9 the product (1: the barrier after
   // it), 10 staging the next pass's weights, 11 the finishing loop (2: its barrier);
-  // 8-11 in the 256-thread TF32 instance only (tick_fine).
+  // 8-11 in the 256-thread TF32 instance only (tick_fine); 12: kSample's row-end vertical
+  // passes, whole (their phases are counted in 0-2 and 6 as well).
   long long* prof;
 
   // The segment chunks' finer slots 8-11 only in the 256-thread TF32 instance (in the
@@ -515,6 +518,57 @@ struct Ctx {
       }
       const T* pw = W + og * 4 + int64_t(k0) * ws;
       int k = k0;
+      if constexpr (kPipeK && !kSeg) {
+        // Two k-steps an iteration, operands in two register sets: the loads of step k + 4
+        // are issued before the FMAs of step k, so their shared-memory latency runs under
+        // those FMAs instead of stalling the warp at the top of every step (the loop
+        // below waits for its own loads; one product of a single-position pass is only
+        // 18 such steps a thread). The same FMAs in the same order.
+        // (only the window operands go ahead: the weight rows already load one by one
+        // under the FMAs of the previous row, and more operand registers did not fit next
+        // to the walk's state in 128 registers)
+        Vec4<T> xa[4], xb[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) xa[i] = load4_sh(px[i]);
+#pragma unroll 1
+        for (; k < k4; k += 8) {
+          const bool more = k + 4 < k4;
+          if (more) {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) xb[i] = load4_sh(px[i] + 4);
+          }
+#pragma unroll
+          for (int kk = 0; kk < 4; ++kk) {
+            const Vec4<T> wv = kShared ? load4_sh(pw + kk * ws) : load4_ro(pw + kk * ws);
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+              for (int q = 0; q < 4; ++q) acc[i][q] += xa[i].v[kk] * wv.v[q];
+          }
+          if (!more) {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) px[i] += 4;
+            pw += 4 * ws;
+            k += 4;
+            break;
+          }
+          if (k + 8 < k4) {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) xa[i] = load4_sh(px[i] + 8);
+          }
+#pragma unroll
+          for (int kk = 0; kk < 4; ++kk) {
+            const Vec4<T> wv = kShared ? load4_sh(pw + (4 + kk) * ws) : load4_ro(pw + (4 + kk) * ws);
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+              for (int q = 0; q < 4; ++q) acc[i][q] += xb[i].v[kk] * wv.v[q];
+          }
+#pragma unroll
+          for (int i = 0; i < 4; ++i) px[i] += 8;
+          pw += 8 * ws;
+        }
+      }
 #pragma unroll 1
       for (; k < k4; k += 4) {
         if constexpr (kSeg) {
@@ -1291,7 +1345,7 @@ struct Ctx {
 // count, the padded weight rows and everything derived from them are compile-time
 // constants (shifts instead of integer divisions, immediate offsets, fewer registers);
 // kCC = 0: any channel count.
-template <typename T, int kThr, int kCC, int kMath, bool kBulkW = false>
+template <typename T, int kThr, int kCC, int kMath, bool kBulkW = false, bool kPipeK = false>
 __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lattice and network sizes
                                                         Weights<T> w,      // kernel layout, see walker.h
                                                         WalkArgs<T> a,     // inputs/outputs of the mode
@@ -1310,7 +1364,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   }
   const int C = d.channels, N = d.n_sites, L = d.blocks;
   const int kmax = max(18 * C, 9 * (1 + C));
-  Ctx<T, kMath, kThr, kCC, kBulkW> cx;
+  Ctx<T, kMath, kThr, kCC, kBulkW, kPipeK> cx;
   cx.d = d;
   cx.w = w;
   cx.tile = tile;
@@ -1332,7 +1386,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   }
   // tensor-core products need the weights in shared memory and 8 | C <= 32
   cx.math = (sizeof(T) == 4 && w_shared && C % 8 == 0 && C <= 32) ? kMath : int(kFFMA);
-  if constexpr (Ctx<T, kMath, kThr, kCC, kBulkW>::kBRegs) {
+  if constexpr (Ctx<T, kMath, kThr, kCC, kBulkW, kPipeK>::kBRegs) {
     if (cx.math != kTF32) __trap();  // plan() never launches it so (no FFMA fallback)
   }
   cx.S = xs_stride;
@@ -1340,13 +1394,13 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   // segment path: two [3][ncol][2C + pad] buffers (padded columns) in the space of the
   // window chunk
   cx.ncol = (segments && C % 4 == 0 && !pipeline)
-                ? rows * xs_stride / (6 * (2 * C + Ctx<T, kMath, kThr, kCC, kBulkW>::kSegPad))
+                ? rows * xs_stride / (6 * (2 * C + Ctx<T, kMath, kThr, kCC, kBulkW, kPipeK>::kSegPad))
                 : 0;
   if (cx.ncol < 8) cx.ncol = 0;
   cx.seg_min_nx = segments == 2 ? 1 : 3;
   cx.xs = reinterpret_cast<T*>(smem_raw);
   cx.red = cx.xs + size_t(rows) * xs_stride;
-  cx.hcur = cx.red + size_t(red_elems(kThr, rows, d.c4, Ctx<T, kMath, kThr, kCC, kBulkW>::kBRegs));
+  cx.hcur = cx.red + size_t(red_elems(kThr, rows, d.c4, Ctx<T, kMath, kThr, kCC, kBulkW, kPipeK>::kBRegs));
   cx.raw = cx.hcur + size_t(tile) * C;
   // byte offsets from smem_raw (pointers derived from it stay shared-space loads)
   size_t off = (size_t(reinterpret_cast<unsigned char*>(cx.raw + size_t(tile) * kOutChunk * 4) - smem_raw) + 15) &
@@ -1501,8 +1555,10 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
         }
         __syncthreads();
         cx.tick(3, t0);
-        if (row_end)
+        if (row_end) {
           for (int l = 0; l < L; ++l) cx.pass(false, l, y, 0, d.lx, false, true, l == L - 1, l < L - 1 ? l + 1 : 0);
+          cx.tick(12, t0);  // the vertical passes (their phases are also in slots 0-2, 6)
+        }
       }
     } else {
       // ---- row walk (spins given): per row and block, h_l then v_l (h_l of row y
@@ -1587,6 +1643,14 @@ bool bulk_weights() {
   return !(env && env[0] == '0');
 }
 
+// The 32-channel float FFMA walks with bulk-copied weights also load each k-step's
+// operands one step ahead (Ctx::kPipeK). NAQS_PIXELCNN_PIPE_K=0: the product waits for
+// its own loads (A/B).
+bool pipelined_k() {
+  const char* env = std::getenv("NAQS_PIXELCNN_PIPE_K");
+  return !(env && env[0] == '0');
+}
+
 template <typename T>
 auto kernel_for(int threads, int channels, int math) {
   const bool c32 = specialized(channels, math);
@@ -1596,7 +1660,8 @@ auto kernel_for(int threads, int channels, int math) {
     if (threads == 512 && math == kTF32)
       return c32 ? walk_kernel<T, 512, 32, kTF32> : walk_kernel<T, 512, 0, kTF32>;
     if (threads == 256 && math == kTF32 && c32) return walk_kernel<T, 256, 32, kTF32>;
-    if (threads == 512 && math == kFFMA && c32 && bulk_weights()) return walk_kernel<T, 512, 32, kFFMA, true>;
+    if (threads == 512 && math == kFFMA && c32 && bulk_weights())
+      return pipelined_k() ? walk_kernel<T, 512, 32, kFFMA, true, true> : walk_kernel<T, 512, 32, kFFMA, true>;
   }
   if (c32) return threads == 512 ? walk_kernel<T, 512, 32, kFFMA> : walk_kernel<T, 256, 32, kFFMA>;
   return threads == 512 ? walk_kernel<T, 512, 0, kFFMA> : walk_kernel<T, 256, 0, kFFMA>;
@@ -1770,12 +1835,12 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
                "%.3g Mcycles, %.0f chunks (%.0f cycles each) | gather+wait %.1f%% product %.1f%% finish %.1f%% "
                "outputs %.1f%% | segment passes: setup %.1f%% next-chunk gathers %.1f%% | thread 0 in segment chunks (256-thread TF32): "
                "copy wait %.1f%% barrier %.1f%%, product %.1f%% barrier %.1f%%, weight staging %.1f%%, finishing %.1f%% "
-               "barrier %.1f%%\n",
+               "barrier %.1f%% | sampler's vertical passes %.1f%%\n",
                p.threads, a.mode, math, pipeline, segments, (long long)a.n_jobs, p.grid, p.tile, p.rows, p.w_shared, p.smem, sum[4] / 1e6, sum[5],
                sum[5] > 0 ? (gather + product + finish + sum[6] + sum[7]) / sum[5] : 0.0, 100 * gather / tot,
                100 * product / tot, 100 * finish / tot, 100 * sum[3] / tot, 100 * sum[6] / tot, 100 * sum[7] / tot,
                100 * sum[8] / tot, 100 * sum[0] / tot, 100 * sum[9] / tot, 100 * sum[1] / tot, 100 * sum[10] / tot,
-               100 * sum[11] / tot, 100 * sum[2] / tot);
+               100 * sum[11] / tot, 100 * sum[2] / tot, 100 * sum[12] / tot);
   return cudaSuccess;
 }
 
