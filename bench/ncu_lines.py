@@ -19,15 +19,35 @@ import io
 import re
 import sys
 
-KERNEL = "walk_kernelIfLi256ELi32ELi2E"  # the TF32 local energies' instance (float, 256, 32, TF32)
+KERNEL = "walk_kernelIfLi256ELi32ELi2E"  # when the table names no kernel: the TF32 local energies' instance
 
 
-def read_csv(path: str) -> tuple[list[str], list[list[str]]]:
+def mangled(kernel_name: str) -> str:
+    """The mangled template prefix of a walk_kernel instance from the demangled name Nsight
+    Compute prints: walk_kernel<float, (int)512, (int)32, (int)0, (bool)1, (bool)0> ->
+    walk_kernelIfLi512ELi32ELi0ELb1ELb0E (the instance's line table in the SASS)."""
+    m = re.search(r"walk_kernel<([^>]*)>", kernel_name)
+    if not m:
+        return KERNEL
+    out = "walk_kernelI"
+    for arg in (a.strip() for a in m.group(1).split(",")):
+        if arg in ("float", "double"):
+            out += arg[0]
+        elif arg.startswith("(int)"):
+            out += f"Li{arg[5:]}E"
+        elif arg.startswith("(bool)"):
+            out += f"Lb{arg[6:]}E"
+    return out
+
+
+def read_csv(path: str) -> tuple[list[str], list[list[str]], str]:
+    """(header, rows, mangled instance) of an ncu source-page table."""
     raw = gzip.open(path, "rt") if path.endswith(".gz") else open(path)
     text = raw.read()
     rows = list(csv.reader(io.StringIO(text)))
     start = next(i for i, r in enumerate(rows) if any(c.strip() == "Address" for c in r))
-    return rows[start], rows[start + 1 :]
+    names = [r[1] for r in rows[:start] if len(r) > 1 and r[0].strip() == "Kernel Name"]
+    return rows[start], rows[start + 1 :], mangled(names[0]) if names else KERNEL
 
 
 def column(header: list[str], *words: str) -> int | None:
@@ -37,12 +57,12 @@ def column(header: list[str], *words: str) -> int | None:
     return None
 
 
-def line_table(sass_path: str) -> dict[int, int]:
-    """SASS offset -> walker.cu line, for the kernel instance KERNEL."""
+def line_table(sass_path: str, kernel: str = KERNEL) -> dict[int, int]:
+    """SASS offset -> walker.cu line, for the kernel instance `kernel` (mangled prefix)."""
     table, on, line = {}, False, 0
     for text in open(sass_path):
         if not text[:1].isspace() and text.rstrip().endswith(":") and "walk_kernel" in text:
-            on = KERNEL in text
+            on = kernel in text
         if not on:
             continue
         m = re.search(r'//## File ".*walker\.cu", line (\d+)', text)
@@ -78,15 +98,17 @@ def function_of(source: str):
 
 
 def main(argv: list[str]) -> None:
-    header, rows = read_csv(argv[0])
+    header, rows, kernel = read_csv(argv[0])
     c_addr = column(header, "Address")
     c_all = column(header, "Stall Sampling", "All")
     c_exe = column(header, "Instructions Executed")
     c_src = column(header, "Source")
-    print("columns:", [header[c] for c in (c_addr, c_all, c_exe, c_src) if c is not None])
+    print("columns:", [header[c] for c in (c_addr, c_all, c_exe, c_src) if c is not None], "instance:", kernel)
+    # stall reasons (all samples, issued or not) per instruction
+    c_why = {name[6:]: i for i, name in enumerate(header) if name.startswith("stall_") and "Not Issued" not in name}
     addrs = [int(r[c_addr], 16) for r in rows if r and r[c_addr].startswith("0x")]
     base = min(addrs)
-    lines = line_table(argv[1]) if len(argv) > 1 else {}
+    lines = line_table(argv[1], kernel) if len(argv) > 1 else {}
     func_of = function_of(argv[2] if len(argv) > 2 else "csrc/pixelcnn/cuda/walker.cu")
 
     def num(text: str) -> float:
@@ -97,6 +119,8 @@ def main(argv: list[str]) -> None:
 
     by_line, by_func, by_op = collections.Counter(), collections.Counter(), collections.Counter()
     exe_line, exe_func = collections.Counter(), collections.Counter()
+    why_func: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    why_all = collections.Counter()
     total = total_exe = 0.0
     for r in rows:
         if not r or not r[c_addr].startswith("0x"):
@@ -108,6 +132,10 @@ def main(argv: list[str]) -> None:
         by_func[func_of(line) if line else "?"] += samples
         exe_line[line] += exe
         exe_func[func_of(line) if line else "?"] += exe
+        for why, c in c_why.items():
+            n = num(r[c])
+            why_all[why] += n
+            why_func[func_of(line) if line else "?"][why] += n
         if c_src is not None:
             by_op[r[c_src].split()[0].split(".")[0].lstrip("@!P0123456789 ") if r[c_src].split() else "?"] += samples
         total += samples
@@ -118,6 +146,11 @@ def main(argv: list[str]) -> None:
     print("\n# per function: % of stall samples, % of warp instructions")
     for f, s in by_func.most_common(25):
         print(f"{100 * s / total:6.2f}% {100 * exe_func[f] / total_exe:6.2f}%  {f}")
+    if why_all:
+        print("\n# stall reasons: % of stall samples (and the top functions' own top three)")
+        print("  " + ", ".join(f"{w} {100 * n / total:.1f}%" for w, n in why_all.most_common(8)))
+        for f, _ in by_func.most_common(6):
+            print(f"  {f}: " + ", ".join(f"{w} {100 * n / total:.1f}%" for w, n in why_func[f].most_common(3)))
     print("\n# per opcode (stall samples)")
     for op, s in by_op.most_common(15):
         print(f"{100 * s / total:6.2f}%  {op}")

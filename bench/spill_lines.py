@@ -27,15 +27,13 @@ HOT = ("product", "product_mma", "product_tf32_regs", "mma_tf32", "rna_bits", "t
 
 
 def instance(symbol: str) -> str:
-    """walk<dtype,threads,channels,math[,bulk][,pipek]> from a mangled walk_kernel symbol
-    (",bulk": the instance that stages its weights by bulk copies, Ctx::kBulkW; ",pipek":
-    its product loads the next k-step's operands ahead, Ctx::kPipeK)."""
-    m = re.search(r"walk_kernelI(\w)Li(\d+)ELi(\d+)ELi(\d+)E(?:Lb(\d)E)?(?:Lb(\d)E)?", symbol)
+    """walk<dtype,threads,channels,math[,bulk]> from a mangled walk_kernel symbol (",bulk":
+    the instance that stages its weights by bulk copies, Ctx::kBulkW)."""
+    m = re.search(r"walk_kernelI(\w)Li(\d+)ELi(\d+)ELi(\d+)E(?:Lb(\d)E)?", symbol)
     if not m:
         return symbol
     bulk = ",bulk" if m.group(5) == "1" else ""
-    pipek = ",pipek" if m.group(6) == "1" else ""
-    return f"walk<{m.group(1)},{m.group(2)},{m.group(3)},{m.group(4)}{bulk}{pipek}>"
+    return f"walk<{m.group(1)},{m.group(2)},{m.group(3)},{m.group(4)}{bulk}>"
 
 
 def spills(sass_path: str, source: str) -> dict[str, collections.Counter]:

@@ -288,9 +288,9 @@ def test_connected_light_cone(device, monkeypatch, shape, dtype):
         ("NAQS_PIXELCNN_SPECIALIZE", ("1", "0"), 32),
         ("NAQS_PIXELCNN_SEGMENTS", ("1", "0", "2"), 8),
         ("NAQS_PIXELCNN_BULK_WEIGHTS", ("1", "0"), 32),
-        ("NAQS_PIXELCNN_PIPE_K", ("1", "0"), 32),
+        ("NAQS_PIXELCNN_WIDE_V", ("1", "0"), 32),
     ],
-    ids=["specialize", "segments", "bulk_weights", "pipe_k"],
+    ids=["specialize", "segments", "bulk_weights", "wide_v"],
 )
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 def test_kernel_switches_agree(device, monkeypatch, switch, values, channels, dtype):
@@ -300,10 +300,13 @@ def test_kernel_switches_agree(device, monkeypatch, switch, values, channels, dt
     (NAQS_PIXELCNN_SEGMENTS: 0 windows tap by tap, 1 row segments on passes of >= 3
     positions per job, 2 segments on every pass over rows); the weights staged by one bulk
     copy (the default of the 32-channel float FFMA walks) or by cp.async
-    (NAQS_PIXELCNN_BULK_WEIGHTS=0); the FFMA product loading each k-step's operands one
-    step ahead (default) or not (NAQS_PIXELCNN_PIPE_K=0)."""
+    (NAQS_PIXELCNN_BULK_WEIGHTS=0); the vertical segment passes in chunks of up to 64
+    pairs (default) or 32 (NAQS_PIXELCNN_WIDE_V=0; tiles of 32 jobs, so that a pass has
+    more than 32 pairs)."""
     if device.type != "cuda":
         pytest.skip("a switch of the CUDA kernel")
+    if switch == "NAQS_PIXELCNN_WIDE_V":
+        monkeypatch.setenv("NAQS_PIXELCNN_TILE", "32")
     model = _model(5, 6, 3, channels, dtype, device, seed=3)
     n = model.n_sites
     u = _uniforms(40, n, device, seed=4)

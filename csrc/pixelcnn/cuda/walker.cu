@@ -247,10 +247,8 @@ enum Math : int { kFFMA = 0, k3xTF32 = 1, kTF32 = 2 };
 // default kernel carries no MMA code and its registers); `math` is kMath when the
 // network allows it (float, weights in shared memory, 8 | C <= 32), else kFFMA.
 // kBulkW: the pass's weights staged by one bulk copy (stage_weights; see kernel_for for
-// the instances that do). kPipeK: the FFMA product loads the next k-step's operands
-// before this step's FMAs (product; float instances only: double operands would not fit
-// in the registers twice).
-template <typename T, int kMath = kFFMA, int kThr = 512, int kCC = 0, bool kBulkW = false, bool kPipeK = false>
+// the instances that do).
+template <typename T, int kMath = kFFMA, int kThr = 512, int kCC = 0, bool kBulkW = false>
 struct Ctx {
   Dims d;
   Weights<T> w;
@@ -270,6 +268,9 @@ struct Ctx {
   int prefetch;  // kSample: single-position passes start the next block's windows early
   int red_swz;     // column mask of red's swizzle (C4 - 1 for a power-of-two C4, else 0)
   int ncol;        // segment path: columns of one segment buffer (0: path off), see pass_seg
+  // segment path, vertical passes with FFMA products: chunks of 2 rows pairs in buffers of
+  // ncol_v columns (a v column holds C channels, not 2C); 0: chunks as on every other pass
+  int ncol_v;
   int seg_min_nx;  // segment path: only for passes of at least this many positions per job
   T* xs;           // [rows][S]            gathered windows of one chunk (or 2 segment buffers)
   T* red;          // [ks][rows4][C4]      partial sums of the K slices
@@ -518,57 +519,6 @@ struct Ctx {
       }
       const T* pw = W + og * 4 + int64_t(k0) * ws;
       int k = k0;
-      if constexpr (kPipeK && !kSeg) {
-        // Two k-steps an iteration, operands in two register sets: the loads of step k + 4
-        // are issued before the FMAs of step k, so their shared-memory latency runs under
-        // those FMAs instead of stalling the warp at the top of every step (the loop
-        // below waits for its own loads; one product of a single-position pass is only
-        // 18 such steps a thread). The same FMAs in the same order.
-        // (only the window operands go ahead: the weight rows already load one by one
-        // under the FMAs of the previous row, and more operand registers did not fit next
-        // to the walk's state in 128 registers)
-        Vec4<T> xa[4], xb[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) xa[i] = load4_sh(px[i]);
-#pragma unroll 1
-        for (; k < k4; k += 8) {
-          const bool more = k + 4 < k4;
-          if (more) {
-#pragma unroll
-            for (int i = 0; i < 4; ++i) xb[i] = load4_sh(px[i] + 4);
-          }
-#pragma unroll
-          for (int kk = 0; kk < 4; ++kk) {
-            const Vec4<T> wv = kShared ? load4_sh(pw + kk * ws) : load4_ro(pw + kk * ws);
-#pragma unroll
-            for (int i = 0; i < 4; ++i)
-#pragma unroll
-              for (int q = 0; q < 4; ++q) acc[i][q] += xa[i].v[kk] * wv.v[q];
-          }
-          if (!more) {
-#pragma unroll
-            for (int i = 0; i < 4; ++i) px[i] += 4;
-            pw += 4 * ws;
-            k += 4;
-            break;
-          }
-          if (k + 8 < k4) {
-#pragma unroll
-            for (int i = 0; i < 4; ++i) xa[i] = load4_sh(px[i] + 8);
-          }
-#pragma unroll
-          for (int kk = 0; kk < 4; ++kk) {
-            const Vec4<T> wv = kShared ? load4_sh(pw + (4 + kk) * ws) : load4_ro(pw + (4 + kk) * ws);
-#pragma unroll
-            for (int i = 0; i < 4; ++i)
-#pragma unroll
-              for (int q = 0; q < 4; ++q) acc[i][q] += xb[i].v[kk] * wv.v[q];
-          }
-#pragma unroll
-          for (int i = 0; i < 4; ++i) px[i] += 8;
-          pw += 8 * ws;
-        }
-      }
 #pragma unroll 1
       for (; k < k4; k += 4) {
         if constexpr (kSeg) {
@@ -1048,11 +998,11 @@ struct Ctx {
   // instances, during it). Buffer: [3][ncol][cin + kSegPad] (columns padded by 16 or 32
   // bytes: the adjacent columns one warp reads fall in different banks), row stride RS.
 
-  // Pairs of the chunk that starts at pair p0: at most rows, and columns <= ncol.
-  __device__ int seg_chunk(int p0, int npairs, int nx, const FastDiv& by_nx) const {
-    int n = min(rows, npairs - p0);
+  // Pairs of the chunk that starts at pair p0: at most max_rows, and columns <= cols.
+  __device__ int seg_chunk(int p0, int npairs, int nx, const FastDiv& by_nx, int max_rows, int cols) const {
+    int n = min(max_rows, npairs - p0);
     const int j0 = by_nx.div(p0);
-    while (n > 1 && n + 2 * (by_nx.div(p0 + n - 1) - j0 + 1) > ncol) --n;
+    while (n > 1 && n + 2 * (by_nx.div(p0 + n - 1) - j0 + 1) > cols) --n;
     return n;
   }
 
@@ -1109,7 +1059,13 @@ struct Ctx {
     const T* W = layer_weights(is_h, l, K);
     const T* bias = (is_h ? w.bh : w.bv) + int64_t(l) * C;
     const int res_dx = is_h ? 2 : 1;  // (y, x) itself: dy = 2, dx = 2 (h) or 1 (v)
-    const int RS = ncol * (cin + kSegPad), BS = 3 * ncol * (2 * C + kSegPad);
+    // Vertical passes (cin = C) with FFMA products take chunks of up to 2 rows pairs (64
+    // where they fit: half the chunks, and with them half the per-chunk barriers, index
+    // set-up and partial-sum stores; each chunk's product has twice the rows, so half the
+    // K groups, each twice as long), in buffers of ncol_v columns.
+    const bool wide = !kBRegs && !is_h && ncol_v > 0;
+    const int max_rows = wide ? 2 * rows : rows, cols = wide ? ncol_v : ncol;
+    const int RS = cols * (cin + kSegPad), BS = 3 * ncol * (2 * C + kSegPad);
     const int nx = xe - xb, npairs = tile * nx;
     const FastDiv by_nx(nx, npairs + 2), by_cin(cin, K), by_nx2(nx + 2, npairs + 2 * tile);
     long long t0 = prof && threadIdx.x == 0 ? clock64() : 0;
@@ -1146,7 +1102,7 @@ struct Ctx {
     const int CQ = C / 4;
     __syncthreads();
     if (wsm && !ready) stage_weights(K, W);
-    int p0 = 0, nr = seg_chunk(0, npairs, nx, by_nx);
+    int p0 = 0, nr = seg_chunk(0, npairs, nx, by_nx, max_rows, cols);
     gather_seg(is_h, xb, nx, by_nx, by_nx2, 0, nr, xs, RS);
     unsigned breg[kSteps][kNTW][2];  // kBHold: this warp's B fragments for the pass
     cp_async_commit();  // with the weights (this pass's, or the ones the previous pass started)
@@ -1154,7 +1110,7 @@ struct Ctx {
     for (int c = 0;; ++c) {
       const T* cur = xs + (c & 1) * BS;
       const int pn = p0 + nr;
-      const int nrn = pn < npairs ? seg_chunk(pn, npairs, nx, by_nx) : 0;
+      const int nrn = pn < npairs ? seg_chunk(pn, npairs, nx, by_nx, max_rows, cols) : 0;
       if constexpr (kLateGather) {
         wait_copies();  // this chunk's copies (issued during the last chunk's product)
       } else if (nrn > 0) {
@@ -1345,12 +1301,12 @@ struct Ctx {
 // count, the padded weight rows and everything derived from them are compile-time
 // constants (shifts instead of integer divisions, immediate offsets, fewer registers);
 // kCC = 0: any channel count.
-template <typename T, int kThr, int kCC, int kMath, bool kBulkW = false, bool kPipeK = false>
+template <typename T, int kThr, int kCC, int kMath, bool kBulkW = false>
 __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lattice and network sizes
                                                         Weights<T> w,      // kernel layout, see walker.h
                                                         WalkArgs<T> a,     // inputs/outputs of the mode
                                                         int tile, int rows, int xs_stride, int w_shared,
-                                                        int pipeline, int segments, int prefetch,
+                                                        int pipeline, int segments, int prefetch, int wide_v,
                                                         T* __restrict__ ring,         // [grid][tile][2][L][3][Lx][C]
                                                         int8_t* __restrict__ confs,   // [grid][tile][N]
                                                         unsigned long long* __restrict__ tiles_taken,  // zeroed
@@ -1364,7 +1320,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   }
   const int C = d.channels, N = d.n_sites, L = d.blocks;
   const int kmax = max(18 * C, 9 * (1 + C));
-  Ctx<T, kMath, kThr, kCC, kBulkW, kPipeK> cx;
+  Ctx<T, kMath, kThr, kCC, kBulkW> cx;
   cx.d = d;
   cx.w = w;
   cx.tile = tile;
@@ -1386,7 +1342,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   }
   // tensor-core products need the weights in shared memory and 8 | C <= 32
   cx.math = (sizeof(T) == 4 && w_shared && C % 8 == 0 && C <= 32) ? kMath : int(kFFMA);
-  if constexpr (Ctx<T, kMath, kThr, kCC, kBulkW, kPipeK>::kBRegs) {
+  if constexpr (Ctx<T, kMath, kThr, kCC, kBulkW>::kBRegs) {
     if (cx.math != kTF32) __trap();  // plan() never launches it so (no FFMA fallback)
   }
   cx.S = xs_stride;
@@ -1394,13 +1350,20 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   // segment path: two [3][ncol][2C + pad] buffers (padded columns) in the space of the
   // window chunk
   cx.ncol = (segments && C % 4 == 0 && !pipeline)
-                ? rows * xs_stride / (6 * (2 * C + Ctx<T, kMath, kThr, kCC, kBulkW, kPipeK>::kSegPad))
+                ? rows * xs_stride / (6 * (2 * C + Ctx<T, kMath, kThr, kCC, kBulkW>::kSegPad))
                 : 0;
   if (cx.ncol < 8) cx.ncol = 0;
+  // wider vertical chunks (pass_seg): FFMA products only (the tensor-core products take at
+  // most 32 rows), and only where their K-split sums fit in red (ks * 2 rows * C4 <= threads
+  // * 16 holds for C4 <= 2 threads / rows: every 4 x 4 tile's 16 partial sums)
+  cx.ncol_v = 0;
+  if (cx.ncol && wide_v && cx.math == kFFMA && !Ctx<T, kMath, kThr, kCC, kBulkW>::kBRegs &&
+      size_t(2 * rows) * d.c4 <= size_t(red_elems(kThr, rows, d.c4, false)))
+    cx.ncol_v = cx.ncol * (2 * C + Ctx<T, kMath, kThr, kCC, kBulkW>::kSegPad) / (C + Ctx<T, kMath, kThr, kCC, kBulkW>::kSegPad);
   cx.seg_min_nx = segments == 2 ? 1 : 3;
   cx.xs = reinterpret_cast<T*>(smem_raw);
   cx.red = cx.xs + size_t(rows) * xs_stride;
-  cx.hcur = cx.red + size_t(red_elems(kThr, rows, d.c4, Ctx<T, kMath, kThr, kCC, kBulkW, kPipeK>::kBRegs));
+  cx.hcur = cx.red + size_t(red_elems(kThr, rows, d.c4, Ctx<T, kMath, kThr, kCC, kBulkW>::kBRegs));
   cx.raw = cx.hcur + size_t(tile) * C;
   // byte offsets from smem_raw (pointers derived from it stay shared-space loads)
   size_t off = (size_t(reinterpret_cast<unsigned char*>(cx.raw + size_t(tile) * kOutChunk * 4) - smem_raw) + 15) &
@@ -1643,14 +1606,6 @@ bool bulk_weights() {
   return !(env && env[0] == '0');
 }
 
-// The 32-channel float FFMA walks with bulk-copied weights also load each k-step's
-// operands one step ahead (Ctx::kPipeK). NAQS_PIXELCNN_PIPE_K=0: the product waits for
-// its own loads (A/B).
-bool pipelined_k() {
-  const char* env = std::getenv("NAQS_PIXELCNN_PIPE_K");
-  return !(env && env[0] == '0');
-}
-
 template <typename T>
 auto kernel_for(int threads, int channels, int math) {
   const bool c32 = specialized(channels, math);
@@ -1660,8 +1615,7 @@ auto kernel_for(int threads, int channels, int math) {
     if (threads == 512 && math == kTF32)
       return c32 ? walk_kernel<T, 512, 32, kTF32> : walk_kernel<T, 512, 0, kTF32>;
     if (threads == 256 && math == kTF32 && c32) return walk_kernel<T, 256, 32, kTF32>;
-    if (threads == 512 && math == kFFMA && c32 && bulk_weights())
-      return pipelined_k() ? walk_kernel<T, 512, 32, kFFMA, true, true> : walk_kernel<T, 512, 32, kFFMA, true>;
+    if (threads == 512 && math == kFFMA && c32 && bulk_weights()) return walk_kernel<T, 512, 32, kFFMA, true>;
   }
   if (c32) return threads == 512 ? walk_kernel<T, 512, 32, kFFMA> : walk_kernel<T, 256, 32, kFFMA>;
   return threads == 512 ? walk_kernel<T, 512, 0, kFFMA> : walk_kernel<T, 256, 0, kFFMA>;
@@ -1802,11 +1756,16 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   // windows (A/B of pass()'s prefetch).
   const char* pf_env = std::getenv("NAQS_PIXELCNN_PREFETCH");
   const int prefetch = pf_env && pf_env[0] == '0' ? 0 : 1;
+  // NAQS_PIXELCNN_WIDE_V=0: the vertical segment passes with FFMA products take chunks of
+  // rows pairs like every other pass (default: 2 rows where they fit, see the kernel).
+  const char* wv_env = std::getenv("NAQS_PIXELCNN_WIDE_V");
+  const int wide_v = wv_env && wv_env[0] == '0' ? 0 : 1;
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
   const auto kernel = kernel_for<T>(p.threads, d.channels, math);
   if (!(env && env[0] == '1')) {
     kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared,
-                                                          pipeline, segments, prefetch, ring, confs, tiles_taken, nullptr);
+                                                          pipeline, segments, prefetch, wide_v, ring, confs, tiles_taken,
+                                                          nullptr);
     return cudaGetLastError();
   }
   // Diagnostics: per-CTA clock64 counters of thread 0 (time in each phase, barrier
@@ -1816,7 +1775,7 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   if (err != cudaSuccess) return err;
   cudaMemsetAsync(prof, 0, sizeof(long long) * kProfSlots * p.grid, stream);
   kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared, pipeline,
-                                                segments, prefetch, ring, confs, tiles_taken, prof);
+                                                segments, prefetch, wide_v, ring, confs, tiles_taken, prof);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   std::vector<long long> h(size_t(kProfSlots) * p.grid);
   if ((err = cudaMemcpyAsync(h.data(), prof, h.size() * sizeof(long long), cudaMemcpyDeviceToHost, stream)) !=
