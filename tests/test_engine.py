@@ -289,8 +289,9 @@ def test_connected_light_cone(device, monkeypatch, shape, dtype):
         ("NAQS_PIXELCNN_SEGMENTS", ("1", "0", "2"), 8),
         ("NAQS_PIXELCNN_BULK_WEIGHTS", ("1", "0"), 32),
         ("NAQS_PIXELCNN_WIDE_V", ("1", "0"), 32),
+        ("NAQS_PIXELCNN_TILE_MAP", ("0", "1", "2"), 32),
     ],
-    ids=["specialize", "segments", "bulk_weights", "wide_v"],
+    ids=["specialize", "segments", "bulk_weights", "wide_v", "tile_map"],
 )
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 def test_kernel_switches_agree(device, monkeypatch, switch, values, channels, dtype):
@@ -302,7 +303,8 @@ def test_kernel_switches_agree(device, monkeypatch, switch, values, channels, dt
     copy (the default of the 32-channel float FFMA walks) or by cp.async
     (NAQS_PIXELCNN_BULK_WEIGHTS=0); the vertical segment passes in chunks of up to 64
     pairs (default) or 32 (NAQS_PIXELCNN_WIDE_V=0; tiles of 32 jobs, so that a pass has
-    more than 32 pairs)."""
+    more than 32 pairs); the FFMA product's thread tiles over channels and rows
+    (NAQS_PIXELCNN_TILE_MAP)."""
     if device.type != "cuda":
         pytest.skip("a switch of the CUDA kernel")
     if switch == "NAQS_PIXELCNN_WIDE_V":

@@ -123,6 +123,10 @@ struct SegArgs {
   FastDiv by_cin;  // division by cin (k -> window column)
 };
 
+// The FFMA product's tile map (Ctx::product) of the running walk, set by thread 0 at the
+// start: a shared word, not a Ctx member (no register of the walk's state).
+__shared__ int tile_map_sh;
+
 template <typename T>
 struct Vec4 {
   T v[4];
@@ -493,7 +497,18 @@ struct Ctx {
     // kSeg: where a window column (3 dy + dx) starts in xs, relative to column 0 of k
     const int row_step = kSeg ? sg.RS - 3 * cin - 2 * kSegPad : 0;  // dx 2 -> dx 0 of dy + 1
     for (int r = r0; r < ntile; r += rstep) {
-      const int og = r % ng, bg = r / ng;
+      // Thread tile r -> (channel group og, row group bg). Tile map 0: og = r % ng (a warp:
+      // 8 channel groups x 4 row groups, the 8 lanes of a quarter warp one row group);
+      // 1 (C4 = 32): a quarter warp 2 channel groups x 4 row groups, a half warp 4 x 4; 2:
+      // bg = r % nbg (a quarter warp 8 row groups of one channel group). The shared-memory
+      // wavefronts of the operand loads depend on how many distinct 16-byte words a quarter
+      // and a half warp read (Nsight Compute, run 84: with map 0 a weight load is 4
+      // wavefronts, a window load 2). (Written as two expressions: the same map through
+      // a helper with reference outputs spilled ~270 instructions of the 255-register
+      // TF32 instance, which always takes map 0.)
+      const int tm = kBRegs ? 0 : tile_map_sh;
+      const int og = tm == 0 ? r % ng : (tm == 1 ? (r & 1) | ((r >> 2) & 6) : r / nbg);
+      const int bg = tm == 0 ? r / ng : (tm == 1 ? ((r >> 1) & 3) | ((r >> 5) << 2) : r % nbg);
       T acc[4][4];
 #pragma unroll
       for (int i = 0; i < 4; ++i)
@@ -1306,7 +1321,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
                                                         Weights<T> w,      // kernel layout, see walker.h
                                                         WalkArgs<T> a,     // inputs/outputs of the mode
                                                         int tile, int rows, int xs_stride, int w_shared,
-                                                        int pipeline, int segments, int prefetch, int wide_v,
+                                                        int pipeline, int segments, int prefetch, int product_flags,
                                                         T* __restrict__ ring,         // [grid][tile][2][L][3][Lx][C]
                                                         int8_t* __restrict__ confs,   // [grid][tile][N]
                                                         unsigned long long* __restrict__ tiles_taken,  // zeroed
@@ -1356,8 +1371,15 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   // wider vertical chunks (pass_seg): FFMA products only (the tensor-core products take at
   // most 32 rows), and only where their K-split sums fit in red (ks * 2 rows * C4 <= threads
   // * 16 holds for C4 <= 2 threads / rows: every 4 x 4 tile's 16 partial sums)
+  // product_flags: bit 0 wide vertical chunks, bits 1-2 the tile map (walk())
+  if constexpr (!Ctx<T, kMath, kThr, kCC, kBulkW>::kBRegs) {
+    if (threadIdx.x == 0) {  // (read after the tile setup's barriers)
+      const int tm = (product_flags >> 1) & 3;
+      tile_map_sh = tm == 1 && d.c4 != 32 ? 0 : tm;  // (map 1 is for 8 channel groups)
+    }
+  }
   cx.ncol_v = 0;
-  if (cx.ncol && wide_v && cx.math == kFFMA && !Ctx<T, kMath, kThr, kCC, kBulkW>::kBRegs &&
+  if (cx.ncol && (product_flags & 1) && cx.math == kFFMA && !Ctx<T, kMath, kThr, kCC, kBulkW>::kBRegs &&
       size_t(2 * rows) * d.c4 <= size_t(red_elems(kThr, rows, d.c4, false)))
     cx.ncol_v = cx.ncol * (2 * C + Ctx<T, kMath, kThr, kCC, kBulkW>::kSegPad) / (C + Ctx<T, kMath, kThr, kCC, kBulkW>::kSegPad);
   cx.seg_min_nx = segments == 2 ? 1 : 3;
@@ -1760,11 +1782,16 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   // rows pairs like every other pass (default: 2 rows where they fit, see the kernel).
   const char* wv_env = std::getenv("NAQS_PIXELCNN_WIDE_V");
   const int wide_v = wv_env && wv_env[0] == '0' ? 0 : 1;
+  // NAQS_PIXELCNN_TILE_MAP=0|1|2: how the FFMA product's thread tiles cover channels and
+  // rows (Ctx::product)
+  const char* tm_env = std::getenv("NAQS_PIXELCNN_TILE_MAP");
+  const int tile_map = tm_env ? std::atoi(tm_env) & 3 : 0;
+  const int product_flags = wide_v | tile_map << 1;
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
   const auto kernel = kernel_for<T>(p.threads, d.channels, math);
   if (!(env && env[0] == '1')) {
     kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared,
-                                                          pipeline, segments, prefetch, wide_v, ring, confs, tiles_taken,
+                                                          pipeline, segments, prefetch, product_flags, ring, confs, tiles_taken,
                                                           nullptr);
     return cudaGetLastError();
   }
@@ -1775,7 +1802,7 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   if (err != cudaSuccess) return err;
   cudaMemsetAsync(prof, 0, sizeof(long long) * kProfSlots * p.grid, stream);
   kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared, pipeline,
-                                                segments, prefetch, wide_v, ring, confs, tiles_taken, prof);
+                                                segments, prefetch, product_flags, ring, confs, tiles_taken, prof);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   std::vector<long long> h(size_t(kProfSlots) * p.grid);
   if ((err = cudaMemcpyAsync(h.data(), prof, h.size() * sizeof(long long), cudaMemcpyDeviceToHost, stream)) !=
