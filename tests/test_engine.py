@@ -289,7 +289,7 @@ def test_connected_light_cone(device, monkeypatch, shape, dtype):
         ("NAQS_PIXELCNN_SEGMENTS", ("1", "0", "2"), 8),
         ("NAQS_PIXELCNN_BULK_WEIGHTS", ("1", "0"), 32),
         ("NAQS_PIXELCNN_WIDE_V", ("1", "0"), 32),
-        ("NAQS_PIXELCNN_TILE_MAP", ("0", "1", "2"), 32),
+        ("NAQS_PIXELCNN_TILE_MAP", ("0", "1", "2", "3"), 32),
     ],
     ids=["specialize", "segments", "bulk_weights", "wide_v", "tile_map"],
 )

@@ -499,16 +499,20 @@ struct Ctx {
     for (int r = r0; r < ntile; r += rstep) {
       // Thread tile r -> (channel group og, row group bg). Tile map 0: og = r % ng (a warp:
       // 8 channel groups x 4 row groups, the 8 lanes of a quarter warp one row group);
-      // 1 (C4 = 32): a quarter warp 2 channel groups x 4 row groups, a half warp 4 x 4; 2:
-      // bg = r % nbg (a quarter warp 8 row groups of one channel group). The shared-memory
+      // 1 (C4 = 32, 4 | nbg): a quarter warp 2 channel groups x 4 row groups, a half warp
+      // 4 x 4; 3 (likewise): a quarter warp 4 channel groups x 2 row groups, a half warp
+      // 4 x 4; 2: bg = r % nbg (a quarter warp 8 row groups of one channel group). The shared-memory
       // wavefronts of the operand loads depend on how many distinct 16-byte words a quarter
       // and a half warp read (Nsight Compute, run 84: with map 0 a weight load is 4
       // wavefronts, a window load 2). (Written as two expressions: the same map through
       // a helper with reference outputs spilled ~270 instructions of the 255-register
       // TF32 instance, which always takes map 0.)
-      const int tm = kBRegs ? 0 : tile_map_sh;
-      const int og = tm == 0 ? r % ng : (tm == 1 ? (r & 1) | ((r >> 2) & 6) : r / nbg);
-      const int bg = tm == 0 ? r / ng : (tm == 1 ? ((r >> 1) & 3) | ((r >> 5) << 2) : r % nbg);
+      const int tm0 = kBRegs ? 0 : tile_map_sh;
+      const int tm = (tm0 == 1 || tm0 == 3) && (nbg & 3) ? 0 : tm0;  // (maps 1, 3: 4 | nbg)
+      const int og = tm == 0 ? r % ng
+                             : (tm == 1 ? (r & 1) | ((r >> 2) & 6) : (tm == 3 ? (r & 3) | ((r >> 2) & 4) : r / nbg));
+      const int bg = tm == 0 ? r / ng
+                             : (tm == 1 || tm == 3 ? ((r >> (tm == 1 ? 1 : 2)) & 3) | ((r >> 5) << 2) : r % nbg);
       T acc[4][4];
 #pragma unroll
       for (int i = 0; i < 4; ++i)
@@ -1375,7 +1379,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   if constexpr (!Ctx<T, kMath, kThr, kCC, kBulkW>::kBRegs) {
     if (threadIdx.x == 0) {  // (read after the tile setup's barriers)
       const int tm = (product_flags >> 1) & 3;
-      tile_map_sh = tm == 1 && d.c4 != 32 ? 0 : tm;  // (map 1 is for 8 channel groups)
+      tile_map_sh = (tm == 1 || tm == 3) && d.c4 != 32 ? 0 : tm;  // (maps 1 and 3 are for 8 channel groups)
     }
   }
   cx.ncol_v = 0;
@@ -1782,7 +1786,7 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   // rows pairs like every other pass (default: 2 rows where they fit, see the kernel).
   const char* wv_env = std::getenv("NAQS_PIXELCNN_WIDE_V");
   const int wide_v = wv_env && wv_env[0] == '0' ? 0 : 1;
-  // NAQS_PIXELCNN_TILE_MAP=0|1|2: how the FFMA product's thread tiles cover channels and
+  // NAQS_PIXELCNN_TILE_MAP=0|1|2|3: how the FFMA product's thread tiles cover channels and
   // rows (Ctx::product)
   const char* tm_env = std::getenv("NAQS_PIXELCNN_TILE_MAP");
   const int tile_map = tm_env ? std::atoi(tm_env) & 3 : 0;
