@@ -289,7 +289,7 @@ def test_connected_light_cone(device, monkeypatch, shape, dtype):
         ("NAQS_PIXELCNN_SEGMENTS", ("1", "0", "2"), 8),
         ("NAQS_PIXELCNN_BULK_WEIGHTS", ("1", "0"), 32),
         ("NAQS_PIXELCNN_WIDE_V", ("1", "0"), 32),
-        ("NAQS_PIXELCNN_TILE_MAP", ("0", "1", "2", "3"), 32),
+        ("NAQS_PIXELCNN_TILE_MAP", ("1", "0", "2", "3"), 32),
     ],
     ids=["specialize", "segments", "bulk_weights", "wide_v", "tile_map"],
 )
@@ -304,7 +304,7 @@ def test_kernel_switches_agree(device, monkeypatch, switch, values, channels, dt
     (NAQS_PIXELCNN_BULK_WEIGHTS=0); the vertical segment passes in chunks of up to 64
     pairs (default) or 32 (NAQS_PIXELCNN_WIDE_V=0; tiles of 32 jobs, so that a pass has
     more than 32 pairs); the FFMA product's thread tiles over channels and rows
-    (NAQS_PIXELCNN_TILE_MAP)."""
+    (NAQS_PIXELCNN_TILE_MAP, default 1)."""
     if device.type != "cuda":
         pytest.skip("a switch of the CUDA kernel")
     if switch == "NAQS_PIXELCNN_WIDE_V":
