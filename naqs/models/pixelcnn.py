@@ -125,8 +125,10 @@ class PixelCNN(nn.Module):
     # ------------------------------------------------------------------ weights
     @staticmethod
     def _weight_norm(direction: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
-        norm = direction.flatten(1).norm(dim=1).clamp_min(1e-12)
-        return direction * (gain / norm)[:, None, None, None]
+        """gain * direction / |direction| per output channel: direction ``[..., C, Cin, 3,
+        3]``, gain ``[..., C]`` (a leading dimension: several blocks at once)."""
+        norm = direction.flatten(-3).norm(dim=-1).clamp_min(1e-12)
+        return direction * (gain / norm)[..., None, None, None]
 
     def layer_weights(self, layer: int):
         """Effective ``(wv [C,Cin,3,3], bv [C], wh [C,Cin_h,3,3], bh [C])`` of a block."""
@@ -154,28 +156,21 @@ class PixelCNN(nn.Module):
         dtype = self.out_weight.dtype
         dev = self.out_weight.device
         if self.n_blocks > 1:
-            wv = self._stacked_weight_norm(list(self.v_dir)[1:], list(self.v_gain)[1:])
-            wh = self._stacked_weight_norm(list(self.h_dir)[1:], list(self.h_gain)[1:])
+            wv = self._weight_norm(torch.stack(list(self.v_dir)[1:]), torch.stack(list(self.v_gain)[1:]))
+            wh = self._weight_norm(torch.stack(list(self.h_dir)[1:]), torch.stack(list(self.h_gain)[1:]))
         else:
             wv = torch.zeros(0, c, c, 3, 3, dtype=dtype, device=dev)
             wh = torch.zeros(0, c, 2 * c, 3, 3, dtype=dtype, device=dev)
         return {
             "wv0": wv0.contiguous(),
-            "wv": wv,
+            "wv": wv.contiguous(),
             "bv": torch.stack(list(self.v_bias)).contiguous(),
             "wh0": wh0.contiguous(),
-            "wh": wh,
+            "wh": wh.contiguous(),
             "bh": torch.stack(list(self.h_bias)).contiguous(),
             "wo": self.out_weight.contiguous(),
             "bo": self.out_bias.contiguous(),
         }
-
-    @staticmethod
-    def _stacked_weight_norm(directions: list, gains: list) -> torch.Tensor:
-        """``_weight_norm`` of several blocks at once: ``[n, C, Cin, 3, 3]``."""
-        direction = torch.stack(directions)
-        norm = direction.flatten(2).norm(dim=2).clamp_min(1e-12)
-        return (direction * (torch.stack(gains) / norm)[:, :, None, None, None]).contiguous()
 
     # ------------------------------------------------------------------ forward
     def _check_input(self, spins: torch.Tensor) -> torch.Tensor:

@@ -499,14 +499,14 @@ struct Ctx {
     for (int r = r0; r < ntile; r += rstep) {
       // Thread tile r -> (channel group og, row group bg). Tile map 0: og = r % ng (a warp:
       // 8 channel groups x 4 row groups, the 8 lanes of a quarter warp one row group);
-      // 1 (C4 = 32, 4 | nbg): a quarter warp 2 channel groups x 4 row groups, a half warp
-      // 4 x 4; 3 (likewise): a quarter warp 4 channel groups x 2 row groups, a half warp
-      // 4 x 4; 2: bg = r % nbg (a quarter warp 8 row groups of one channel group). The shared-memory
-      // wavefronts of the operand loads depend on how many distinct 16-byte words a quarter
-      // and a half warp read (Nsight Compute, run 84: with map 0 a weight load is 4
-      // wavefronts, a window load 2, which bounds the product at ~2/3 of the FFMA rate).
-      // Map 1 is the default where it applies (else 0). (Written as two expressions: the same map through
-      // a helper with reference outputs spilled ~270 instructions of the 255-register
+      // 1 (C4 = 32, 4 | nbg; the default where it applies): a quarter warp 2 channel
+      // groups x 4 row groups, a half warp 4 x 4; 3 (likewise): a quarter warp 4 channel
+      // groups x 2 row groups; 2: bg = r % nbg (a quarter warp 8 row groups of one
+      // channel group). A 16-byte shared-memory load takes a wavefront per half warp, and
+      // one per quarter warp that reads 128 bytes alone (Nsight Compute, run 84: with map 0
+      // a weight load is 4 wavefronts, a window load 2, which bounds the product at ~2/3
+      // of the FFMA rate; with map 1 both are 2, run 88). (Two expressions, not a helper
+      // with reference outputs: that form spilled ~270 instructions of the 255-register
       // TF32 instance, which always takes map 0.)
       const int tm0 = kBRegs ? 0 : tile_map_sh;
       const int tm = (tm0 == 1 || tm0 == 3) && (nbg & 3) ? 0 : tm0;  // (maps 1, 3: 4 | nbg)
@@ -1373,16 +1373,16 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
                 ? rows * xs_stride / (6 * (2 * C + Ctx<T, kMath, kThr, kCC, kBulkW>::kSegPad))
                 : 0;
   if (cx.ncol < 8) cx.ncol = 0;
-  // wider vertical chunks (pass_seg): FFMA products only (the tensor-core products take at
-  // most 32 rows), and only where their K-split sums fit in red (ks * 2 rows * C4 <= threads
-  // * 16 holds for C4 <= 2 threads / rows: every 4 x 4 tile's 16 partial sums)
-  // product_flags: bit 0 wide vertical chunks, bits 1-2 the tile map (walk())
+  // product_flags (walk()): bit 0 wide vertical chunks, bits 1-2 the tile map
   if constexpr (!Ctx<T, kMath, kThr, kCC, kBulkW>::kBRegs) {
     if (threadIdx.x == 0) {  // (read after the tile setup's barriers)
       const int tm = (product_flags >> 1) & 3;
       tile_map_sh = (tm == 1 || tm == 3) && d.c4 != 32 ? 0 : tm;  // (maps 1 and 3 are for 8 channel groups)
     }
   }
+  // wider vertical chunks (pass_seg): FFMA products only (the tensor-core products take at
+  // most 32 rows), and only where their K-split sums fit in red (ks * 2 rows * C4 <= threads
+  // * 16 holds for C4 <= 2 threads / rows: every 4 x 4 tile's 16 partial sums)
   cx.ncol_v = 0;
   if (cx.ncol && (product_flags & 1) && cx.math == kFFMA && !Ctx<T, kMath, kThr, kCC, kBulkW>::kBRegs &&
       size_t(2 * rows) * d.c4 <= size_t(red_elems(kThr, rows, d.c4, false)))
