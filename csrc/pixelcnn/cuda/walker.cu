@@ -5,7 +5,8 @@
 // __syncthreads() between layers: jobs are independent, so no grid-wide sync. All the
 // network work is done by one routine, a *pass*: layer l of one branch (horizontal or
 // vertical) at row y for the positions x in [xb, xe) of every job of the tile. Its
-// (job, position) pairs are cut into chunks of up to `rows` pairs; per chunk
+// (job, position) pairs are cut into chunks of up to `rows` pairs (2 rows on vertical
+// segment passes with FFMA products, see pass_seg); per chunk
 //   1. the chunk's inputs are copied into shared memory with cp.async (16-byte copies
 //      where aligned, zero-fill outside the lattice): on passes over rows (layers l > 0,
 //      4 | C) the row segments the chunk's windows need, double-buffered: each warp
