@@ -39,9 +39,7 @@ else
     { echo "build FAILED" | tee -a "$SUMMARY"; tail -40 "$OUT/build.log"; exit 1; }
 fi
 { echo "-- ptxas of the engine kernels (legacy<dtype>: walker_legacy.cu; walk<dtype,threads,channels,math[,bulk]>: walker.cu, channels 0 = any, math 0 FFMA / 1 3xTF32 / 2 TF32, bulk: weights by bulk copies)"
-  grep -h -A3 "Compiling entry.*walk_kernel" "$OUT/build.log" | grep -E "Compiling|registers|spill" |
-    sed 's/.*walk_kernelI\([a-z]*\)Li\([0-9]*\)ELi\([0-9]*\)ELi\([0-9]*\)ELb1E.*/walk<\1,\2,\3,\4,bulk>/; s/.*walk_kernelI\([a-z]*\)Li\([0-9]*\)ELi\([0-9]*\)ELi\([0-9]*\)E.*/walk<\1,\2,\3,\4>/; s/.*walk_kernelI\([a-z]*\)E.*/legacy<\1>/; s/ *ptxas info *: //' |
-    paste - - - | head -24; } | tee -a "$SUMMARY"
+  $PY bench/spill_lines.py --ptxas "$OUT/build.log" | head -24; } | tee -a "$SUMMARY"
 # where those spills are (bench/spill_lines.py: spill instructions per kernel instance,
 # and how many of them sit in the per-chunk code: products, gathers, finishing sums)
 OBJ=$(find build -name "walker.cu.o" 2>/dev/null | head -1)

@@ -10,6 +10,7 @@ products or the gathers would cost them per chunk and k-step, so the report name
 hot functions separately.
 
     python bench/spill_lines.py walker.sass [csrc/pixelcnn/cuda/walker.cu]
+    python bench/spill_lines.py --ptxas build.log   (the -Xptxas -v lines, one per instance)
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ HOT = ("product", "product_mma", "product_tf32_regs", "mma_tf32", "rna_bits", "t
 
 def instance(symbol: str) -> str:
     """walk<dtype,threads,channels,math[,bulk]> from a mangled walk_kernel symbol (",bulk":
-    the instance that stages its weights by bulk copies, Ctx::kBulkW)."""
+    the instance that stages its weights by bulk copies, Ctx::kBulkW); legacy<dtype> for
+    the first kernel (walker_legacy.cu)."""
     m = re.search(r"walk_kernelI(\w)Li(\d+)ELi(\d+)ELi(\d+)E(?:Lb(\d)E)?", symbol)
     if not m:
-        return symbol
+        legacy = re.search(r"walk_kernelI(\w)E", symbol)
+        return f"legacy<{legacy.group(1)}>" if legacy else symbol
     bulk = ",bulk" if m.group(5) == "1" else ""
     return f"walk<{m.group(1)},{m.group(2)},{m.group(3)},{m.group(4)}{bulk}>"
 
@@ -58,10 +61,29 @@ def spills(sass_path: str, source: str) -> dict[str, collections.Counter]:
     return out
 
 
+def ptxas_lines(build_log: str) -> list[str]:
+    """The -Xptxas -v report of every walk_kernel instance in a build log, one line each:
+    instance, its stack/spill line, its register line (tab-separated)."""
+    out, cur = [], None
+    for text in open(build_log, errors="replace"):
+        m = re.search(r"Compiling entry function '(\S*walk_kernel\S*)'", text)
+        if m:
+            cur = [instance(m.group(1))]
+            out.append(cur)
+            continue
+        if cur is not None and len(cur) < 3 and re.search(r"spill|registers", text):
+            cur.append(re.sub(r"^\s*(ptxas info\s*:\s*)?", "", text.rstrip()))
+    return ["\t".join(fields) for fields in out]
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__)
         return 2
+    if argv[0] == "--ptxas":
+        lines = ptxas_lines(argv[1])
+        print("\n".join(lines) if lines else f"no walk_kernel instances in {argv[1]}")
+        return 0
     table = spills(argv[0], argv[1] if len(argv) > 1 else "csrc/pixelcnn/cuda/walker.cu")
     if not table:
         print(f"no walk_kernel instances in {argv[0]}")

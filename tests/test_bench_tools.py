@@ -48,3 +48,31 @@ def test_spill_lines_counts_by_instance_and_function(tmp_path, monkeypatch):
     assert big[("walk_kernel", "STL")] == 1 and big[("walk_kernel", "LDL")] == 1
     assert big[("product", "LDL")] == 1 and big[("cone.h", "STL")] == 1
     assert sum(table["walk<f,256,32,2>"].values()) == 0
+
+
+def test_spill_lines_ptxas_report(tmp_path, monkeypatch):
+    """bench/spill_lines.py --ptxas turns a build log's -Xptxas -v lines into one line per
+    walk_kernel instance (the gpu_run summary's table), legacy kernels included."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    sys.modules.pop("spill_lines", None)
+    import spill_lines
+
+    log = tmp_path / "build.log"
+    log.write_text(
+        "  [3/14] Building CUDA object walker_legacy.cu.o\n"
+        "  ptxas info    : Compiling entry function '_ZN4naqs6legacy11walk_kernelIfEEvNS0_4DimsE' for 'sm_90'\n"
+        "  ptxas info    : Function properties for _ZN4naqs6legacy11walk_kernelIfEEvNS0_4DimsE\n"
+        "      0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n"
+        "  ptxas info    : Used 121 registers, used 1 barriers\n"
+        "  ptxas info    : Compiling entry function '_ZN4naqs11walk_kernelIfLi512ELi32ELi0ELb1EEEvv' for 'sm_90'\n"
+        "  ptxas info    : Function properties for _ZN4naqs11walk_kernelIfLi512ELi32ELi0ELb1EEEvv\n"
+        "      24 bytes stack frame, 32 bytes spill stores, 28 bytes spill loads\n"
+        "  ptxas info    : Used 128 registers, used 1 barriers, 144 bytes smem\n"
+        "  ptxas info    : Compile time = 3337.235 ms\n"
+    )
+    lines = spill_lines.ptxas_lines(str(log))
+    assert lines == [
+        "legacy<f>\t0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\tUsed 121 registers, used 1 barriers",
+        "walk<f,512,32,0,bulk>\t24 bytes stack frame, 32 bytes spill stores, 28 bytes spill loads\t"
+        "Used 128 registers, used 1 barriers, 144 bytes smem",
+    ]
