@@ -65,14 +65,15 @@ def ptxas_lines(build_log: str) -> list[str]:
     """The -Xptxas -v report of every walk_kernel instance in a build log, one line each:
     instance, its stack/spill line, its register line (tab-separated)."""
     out, cur = [], None
-    for text in open(build_log, errors="replace"):
-        m = re.search(r"Compiling entry function '(\S*walk_kernel\S*)'", text)
-        if m:
-            cur = [instance(m.group(1))]
-            out.append(cur)
-            continue
-        if cur is not None and len(cur) < 3 and re.search(r"spill|registers", text):
-            cur.append(re.sub(r"^\s*(ptxas info\s*:\s*)?", "", text.rstrip()))
+    with open(build_log, errors="replace") as log:
+        for text in log:
+            m = re.search(r"Compiling entry function '(\S*walk_kernel\S*)'", text)
+            if m:
+                cur = [instance(m.group(1))]
+                out.append(cur)
+                continue
+            if cur is not None and len(cur) < 3 and re.search(r"spill|registers", text):
+                cur.append(re.sub(r"^\s*(ptxas info\s*:\s*)?", "", text.rstrip()))
     return ["\t".join(fields) for fields in out]
 
 

@@ -73,6 +73,8 @@ def test_spill_lines_ptxas_report(tmp_path, monkeypatch):
     lines = spill_lines.ptxas_lines(str(log))
     assert lines == [
         "legacy<f>\t0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\tUsed 121 registers, used 1 barriers",
-        "walk<f,512,32,0,bulk>\t24 bytes stack frame, 32 bytes spill stores, 28 bytes spill loads\t"
-        "Used 128 registers, used 1 barriers, 144 bytes smem",
+        (
+            "walk<f,512,32,0,bulk>\t24 bytes stack frame, 32 bytes spill stores, 28 bytes spill loads\t"
+            "Used 128 registers, used 1 barriers, 144 bytes smem"
+        ),
     ]
