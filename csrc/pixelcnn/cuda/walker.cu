@@ -216,31 +216,6 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned b
       "r"(bytes), "r"(smem_u32(dst)), "l"(src)
       : "memory");
 }
-// The same for a block of rows: the bytes of all of them announced once (thread 0's
-// arrival), and one bulk copy per row k by thread k % blockDim.x (src rows of row_bytes
-// back to back, dst rows dst_stride bytes apart, both multiples of 16): a padded layout
-// that one copy of the whole block cannot give. A copy may complete before the bytes
-// are announced (the transaction count goes negative; the phase still waits for the
-// arrival). Called by every thread of the CTA (a loop in warp 0 alone made the
-// 255-register TF32 instance spill 400 bytes).
-template <int kThreads, int kIters>
-__device__ __noinline__ void bulk_copy_rows(unsigned char* dst, const unsigned char* src, int n_rows,
-                                               unsigned row_bytes, unsigned dst_stride, unsigned long long* bar) {
-  if (threadIdx.x == 0)
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)),
-                 "r"(unsigned(n_rows) * row_bytes)
-                 : "memory");
-  if (int(threadIdx.x) < n_rows) asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-#pragma unroll
-  for (int q = 0; q < kIters; ++q) {
-    const int k = int(threadIdx.x) + q * kThreads;
-    if (k < n_rows)
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
-                     smem_u32(dst + size_t(k) * dst_stride)),
-                 "l"(src + size_t(k) * row_bytes), "r"(row_bytes), "r"(smem_u32(bar))
-                 : "memory");
-  }
-}
 __device__ __forceinline__ void mbar_wait(unsigned long long* bar, unsigned parity) {
   unsigned done = 0;
   do {
@@ -278,13 +253,6 @@ enum Math : int { kFFMA = 0, k3xTF32 = 1, kTF32 = 2 };
 // network allows it (float, weights in shared memory, 8 | C <= 32), else kFFMA.
 // kBulkW: the pass's weights staged by one bulk copy (stage_weights; see kernel_for for
 // the instances that do).
-// The kBulkW instances' mbarrier of the weights' bulk copies and whether they are on
-// (static shared memory: an address constant and a load once per staging, not registers
-// held through the walk).
-__shared__ unsigned long long wbar_sh;
-__shared__ int wbulk_sh;
-__shared__ unsigned wphase_sh;
-
 template <typename T, int kMath = kFFMA, int kThr = 512, int kCC = 0, bool kBulkW = false>
 struct Ctx {
   Dims d;
@@ -295,14 +263,12 @@ struct Ctx {
   const int* cols_h;
   const int* cols_v;
   int tile, rows, S, WS, pipeline, math;
-  // kBulkW instances: the weights go by bulk copies on the mbarrier wbar_sh where
-  // wbulk_sh is set (one copy where WS = C4, as in global memory; a copy per row into the
-  // padded rows of the register-B TF32 instances; the weight tensors 16-byte aligned).
-  // wphase_sh: the parity of the barrier phase of the last copy, flipped by thread 0 at
-  // each staging; waiting for it returns at once when that copy has landed (the kernel
-  // completes phase 0 itself, so a wait before the first copy returns too). No state in
-  // registers: a pending flag or a parity held through the walk made the 255-register
-  // TF32 instance spill 300-400 bytes.
+  // kBulkW instances: bulk = 1 when the weights can go by one bulk copy on wbar (WS = C4:
+  // unpadded, as in global memory; the weight tensors 16-byte aligned); wpending: it is in
+  // flight, wpar: the parity of its mbarrier phase
+  unsigned long long* wbar;
+  int bulk = 0;
+  mutable int wpending = 0, wpar = 0;
   int nthreads;  // blockDim.x (the kernel's template value: a compile-time constant)
   int prefetch;  // kSample: single-position passes start the next block's windows early
   int red_swz;     // column mask of red's swizzle (C4 - 1 for a power-of-two C4, else 0)
@@ -450,17 +416,9 @@ struct Ctx {
   __device__ void stage_weights(int K, const T* __restrict__ W) const {
 #ifdef NAQS_BULK_COPY
     if constexpr (kBulkW) {
-      if (wbulk_sh) {
-        // (every thread waited for the last copy before the barrier that preceded this
-        // call; the waits for this one come after the next barrier, see wait_weights)
-        if (threadIdx.x == 0) wphase_sh ^= 1u;
-        if constexpr (!kBRegs) {  // unpadded (WS = C4): one copy
-          if (threadIdx.x == 0) bulk_copy(wsm, W, unsigned(K * d.c4 * sizeof(T)), &wbar_sh);
-        } else {  // padded rows (the register-B TF32 instances): a copy per row
-          // (C = 32 channels: at most 18 C = 576 rows)
-          bulk_copy_rows<kThr, (18 * 32 + kThr - 1) / kThr>(reinterpret_cast<unsigned char*>(wsm), reinterpret_cast<const unsigned char*>(W), K,
-                         unsigned(d.c4 * sizeof(T)), unsigned(WS * sizeof(T)), &wbar_sh);
-        }
+      if (bulk) {
+        if (threadIdx.x == 0) bulk_copy(wsm, W, unsigned(K * d.c4 * sizeof(T)), wbar);
+        wpending = 1;
         return;
       }
     }
@@ -485,14 +443,18 @@ struct Ctx {
     }
   }
 
-  // Waits for the weights' bulk copy (returns at once if it has landed; a no-op without
-  // kBulkW). Called after a barrier that follows the staging (thread 0 flips the phase
-  // parity there) and before the weights of the pass are first read: at a pass's first
-  // chunk, never between a stage_next and the end of the pass (that copy is the next
-  // pass's). Every thread waits itself: the copy's writes are visible to it then.
-  __device__ void wait_weights() const {
+  // Waits for this thread's cp.async copies and for the bulk copies (every thread sees
+  // them after its wait; the caller's barrier then covers the other threads' cp.async).
+  __device__ void wait_copies() const {
+    cp_async_wait_all();
 #ifdef NAQS_BULK_COPY
-    if constexpr (kBulkW) mbar_wait(&wbar_sh, wphase_sh);
+    if constexpr (kBulkW) {
+      if (wpending) {
+        mbar_wait(wbar, unsigned(wpar));
+        wpar ^= 1;
+        wpending = 0;
+      }
+    }
 #endif
   }
 
@@ -975,9 +937,8 @@ struct Ctx {
       if (wsm && !ready) stage_weights(K, W);
       gather(is_h, l, y, xb, nx, 0, min(cr, npairs), xs);
     }
-    cp_async_wait_all();
+    wait_copies();
     __syncthreads();
-    wait_weights();
     tick(0, t0);
     for (int c = 0, p0 = 0; p0 < npairs; ++c, p0 += cr) {
       const int nr = min(cr, npairs - p0), rows4 = (nr + 3) & ~3;
@@ -1172,7 +1133,7 @@ struct Ctx {
       const int pn = p0 + nr;
       const int nrn = pn < npairs ? seg_chunk(pn, npairs, nx, by_nx, max_rows, cols) : 0;
       if constexpr (kLateGather) {
-        cp_async_wait_all();  // this chunk's copies (issued during the last chunk's product)
+        wait_copies();  // this chunk's copies (issued during the last chunk's product)
       } else if (nrn > 0) {
         gather_seg(is_h, xb, nx, by_nx, by_nx2, pn, nrn, xs + ((c + 1) & 1) * BS, RS);
         cp_async_commit();
@@ -1183,7 +1144,6 @@ struct Ctx {
       }
       tick_fine(8, t0);
       __syncthreads();
-      if (c == 0) wait_weights();
       if (kMath == kTF32 && c == 0 && math == kTF32) {  // the weights have landed
         if constexpr (kBHold) {
           load_b_regs(is_h, breg);  // rounded on the way
@@ -1390,23 +1350,15 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   cx.prefetch = prefetch && w_shared && !pipeline && tile <= rows;
   cx.pipeline = pipeline;
   cx.WS = d.c4 + 8;  // padded: conflict-free B fragments of the MMA path
+  __shared__ unsigned long long wbar_sh;
+  cx.wbar = &wbar_sh;
   if constexpr (kBulkW) {
-    // FFMA: one contiguous block (the FFMA product's B loads are conflict-free unpadded);
-    // register-B TF32: padded rows, a bulk copy each (stage_weights)
-    if constexpr (!Ctx<T, kMath, kThr, kCC, kBulkW>::kBRegs) cx.WS = d.c4;
+    cx.WS = d.c4;  // one contiguous block (the FFMA product's B loads are conflict-free unpadded)
 #ifdef NAQS_BULK_COPY
-    // (tile setup's barriers come before the first use of either)
-    if (threadIdx.x == 0) {
-      auto aligned = [](const void* q) { return (reinterpret_cast<uintptr_t>(q) & 15) == 0; };
-      wbulk_sh = (product_flags & 8) && w_shared && aligned(w.wh0) && aligned(w.wh) && aligned(w.wv0) &&
-                 aligned(w.wv) && (d.c4 * sizeof(T)) % 16 == 0;
-      // phase 0 completed: a wait before the first copy returns at once
-      mbar_init(&wbar_sh);
-      asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(&wbar_sh)) : "memory");
-      wphase_sh = 0;
-    }
-#else
-    if (threadIdx.x == 0) wbulk_sh = 0;
+    if (threadIdx.x == 0) mbar_init(&wbar_sh);  // (tile setup's barriers come before the first use)
+    auto aligned = [](const void* q) { return (reinterpret_cast<uintptr_t>(q) & 15) == 0; };
+    cx.bulk = w_shared && aligned(w.wh0) && aligned(w.wh) && aligned(w.wv0) && aligned(w.wv) &&
+              (d.c4 * sizeof(T)) % 16 == 0;
 #endif
   }
   // tensor-core products need the weights in shared memory and 8 | C <= 32
@@ -1689,8 +1641,8 @@ auto kernel_for(int threads, int channels, int math) {
     if (threads == 512 && math == k3xTF32)
       return c32 ? walk_kernel<T, 512, 32, k3xTF32> : walk_kernel<T, 512, 0, k3xTF32>;
     if (threads == 512 && math == kTF32)
-      return c32 ? walk_kernel<T, 512, 32, kTF32, true> : walk_kernel<T, 512, 0, kTF32>;
-    if (threads == 256 && math == kTF32 && c32) return walk_kernel<T, 256, 32, kTF32, true>;
+      return c32 ? walk_kernel<T, 512, 32, kTF32> : walk_kernel<T, 512, 0, kTF32>;
+    if (threads == 256 && math == kTF32 && c32) return walk_kernel<T, 256, 32, kTF32>;
     if (threads == 512 && math == kFFMA && c32 && bulk_weights()) return walk_kernel<T, 512, 32, kFFMA, true>;
   }
   if (c32) return threads == 512 ? walk_kernel<T, 512, 32, kFFMA> : walk_kernel<T, 256, 32, kFFMA>;
@@ -1841,9 +1793,7 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   // energies 919 vs 950 ms at 21x21/20/4096 against map 0, run 86)
   const char* tm_env = std::getenv("NAQS_PIXELCNN_TILE_MAP");
   const int tile_map = tm_env ? std::atoi(tm_env) & 3 : 1;
-  // bit 3: the kBulkW instances stage the weights by bulk copies (the register-B TF32 ones
-  // are always kBulkW; NAQS_PIXELCNN_BULK_WEIGHTS=0 turns the copies off there as well)
-  const int product_flags = wide_v | tile_map << 1 | (bulk_weights() ? 8 : 0);
+  const int product_flags = wide_v | tile_map << 1;
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
   const auto kernel = kernel_for<T>(p.threads, d.channels, math);
   if (!(env && env[0] == '1')) {
