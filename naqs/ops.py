@@ -168,10 +168,40 @@ def _kernel_path(model, op: str) -> str | None:
     return path
 
 
-def pixelcnn_sample_path(model) -> str | None:
+# Tensor-core sampling of at most this many samples per SM runs FFMA products instead
+# (see _sampler_math).
+SMALL_SAMPLE_PER_SM = 8
+
+
+def _sampler_math(base, batch: int) -> str:
+    """The product arithmetic of a CUDA sampling walk of ``batch`` samples: the engine
+    math, except that a tensor-core mode samples small batches (at most
+    SMALL_SAMPLE_PER_SM per SM) with FFMA. The walk gives each SM ceil(batch / SMs) jobs
+    and its single-position passes multiply one row per job: with 8 or fewer the m16 MMA
+    tiles are half padding, and the 512-thread tensor-core instance spills. 12x12, 10
+    blocks, 1000 samples on an H100: TF32 9.9 ms, FFMA 7.6 ms (docs/engine.md, run 91);
+    at 4096 samples TF32 is the faster one. FFMA only makes the samples more exact.
+    NAQS_PIXELCNN_TF32_SMALL_SAMPLES=1 keeps the tensor cores (tests, A/B)."""
+    mode = engine_math()
+    if mode == "ffma" or base.out_weight.device.type != "cuda":
+        return mode
+    if os.environ.get("NAQS_PIXELCNN_TF32_SMALL_SAMPLES") == "1":
+        return mode
+    sms = torch.cuda.get_device_properties(base.out_weight.device).multi_processor_count
+    return "ffma" if batch <= SMALL_SAMPLE_PER_SM * sms else mode
+
+
+def pixelcnn_sample_path(model, batch: int | None = None) -> str | None:
     """Name of the kernel that would sample ``model`` (``"kernel-cpu"`` /
-    ``"kernel-cuda"``), or None when only the reference can (warns once)."""
-    return _kernel_path(model, "pixelcnn_sample")
+    ``"kernel-cuda"``, ``"kernel-cuda-<math>"`` with tensor-core products), or None
+    when only the reference can (warns once). ``batch``: the number of samples, which
+    decides the products of a small batch (``_sampler_math``)."""
+    path = _kernel_path(model, "pixelcnn_sample")
+    if path is not None and path.startswith("kernel-cuda-") and batch is not None:
+        base, _ = _pixelcnn_base(model)
+        if _sampler_math(base, batch) == "ffma":
+            return "kernel-cuda"
+    return path
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -209,7 +239,8 @@ def pixelcnn_sample(model, uniforms: torch.Tensor, keep_activations: bool = Fals
         raise TypeError(f"pixelcnn_sample samples a PixelCNN, got {type(model).__name__}")
     dev = base.out_weight.device
     u = uniforms.to(device=dev, dtype=torch.float64).contiguous()
-    out = _C.pixelcnn_sample(_packed_weights(base), base.lx, base.ly, base.magnetization, u, bool(keep_activations))
+    with use_engine_math(_sampler_math(base, u.shape[0] if u.dim() else 0)):
+        out = _C.pixelcnn_sample(_packed_weights(base), base.lx, base.ly, base.magnetization, u, bool(keep_activations))
     spins, log_psi = out[0], torch.view_as_complex(out[1])
     if not keep_activations:
         return spins, log_psi

@@ -29,7 +29,8 @@ _last_path = {"exact": "none"}
 
 def last_sampler_path() -> str:
     """Which implementation the last ``exact_sample`` call used: ``"kernel-cpu"``,
-    ``"kernel-cuda"`` or ``"reference"``."""
+    ``"kernel-cuda"``, ``"kernel-cuda-<math>"`` (tensor-core products) or
+    ``"reference"``."""
     return _last_path["exact"]
 
 
@@ -66,7 +67,7 @@ def exact_sample(
     from .models.pixelcnn import _draw_uniforms
 
     uniforms = _draw_uniforms(n_samples, base.n_sites, generator, uniforms, dev)
-    path = ops.pixelcnn_sample_path(base) if use_kernel else None
+    path = ops.pixelcnn_sample_path(base, n_samples) if use_kernel else None
     cache = None
     if path is not None:
         if return_cache and not symmetric and ops.can_keep_activations(base, n_samples):

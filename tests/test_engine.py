@@ -390,6 +390,8 @@ def test_tensor_core_math(device, monkeypatch, math_mode, tol):
     if device.type != "cuda":
         pytest.skip("a CUDA kernel switch")
     monkeypatch.setenv("NAQS_PIXELCNN_MATH", math_mode)
+    # small batches would sample with FFMA products (test_small_batches_sample_with_ffma)
+    monkeypatch.setenv("NAQS_PIXELCNN_TF32_SMALL_SAMPLES", "1")
     lx, ly = 4, 4
     model = _model(lx, ly, 4, 16, torch.float32, device, None, scale=1e-2)
     model64 = _model(lx, ly, 4, 16, torch.float64, device, None, scale=1e-2)
@@ -425,6 +427,30 @@ def test_tensor_core_math(device, monkeypatch, math_mode, tol):
         e_win = local_energy(model, ham, spins, log_psi=log_psi)
         rel = ((e_seg - e_win).abs() / e_win.abs().clamp_min(1e-12)).max().item()
         assert rel < 1e-5, (threads, rel)
+
+
+def test_small_batches_sample_with_ffma(device, monkeypatch):
+    """In a tensor-core mode, batches of at most ops.SMALL_SAMPLE_PER_SM samples per SM
+    are drawn with FFMA products (bitwise the default mode's samples), larger ones with
+    the tensor cores; exact_sample reports which (last_sampler_path)."""
+    if device.type != "cuda":
+        pytest.skip("a CUDA kernel switch")
+    model = _model(4, 4, 3, 32, torch.float32, device, 0)
+    small = ops.SMALL_SAMPLE_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
+    u = _uniforms(small + 1, 16, device)
+    monkeypatch.delenv("NAQS_PIXELCNN_TF32_SMALL_SAMPLES", raising=False)
+    monkeypatch.delenv("NAQS_PIXELCNN_MATH", raising=False)
+    s_ffma, lp_ffma = exact_sample(model, small, uniforms=u[:small])
+    monkeypatch.setenv("NAQS_PIXELCNN_MATH", "tf32")
+    s_small, lp_small = exact_sample(model, small, uniforms=u[:small])
+    assert last_sampler_path() == "kernel-cuda"
+    assert torch.equal(s_small, s_ffma) and torch.equal(lp_small, lp_ffma)
+    exact_sample(model, small + 1, uniforms=u)
+    assert last_sampler_path() == "kernel-cuda-tf32"
+    monkeypatch.setenv("NAQS_PIXELCNN_TF32_SMALL_SAMPLES", "1")
+    s_tc, lp_tc = exact_sample(model, small, uniforms=u[:small])
+    assert last_sampler_path() == "kernel-cuda-tf32"
+    assert not torch.equal(lp_tc, lp_ffma)  # the tensor cores' rounding shows
 
 
 def test_engine_math_switch(monkeypatch):
