@@ -290,8 +290,9 @@ def test_connected_light_cone(device, monkeypatch, shape, dtype):
         ("NAQS_PIXELCNN_BULK_WEIGHTS", ("1", "0"), 32),
         ("NAQS_PIXELCNN_WIDE_V", ("1", "0"), 32),
         ("NAQS_PIXELCNN_TILE_MAP", ("1", "0", "2", "3"), 32),
+        ("NAQS_PIXELCNN_TILE", ("32", "64"), 32),
     ],
-    ids=["specialize", "segments", "bulk_weights", "wide_v", "tile_map"],
+    ids=["specialize", "segments", "bulk_weights", "wide_v", "tile_map", "tile64"],
 )
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 def test_kernel_switches_agree(device, monkeypatch, switch, values, channels, dtype):
@@ -304,7 +305,8 @@ def test_kernel_switches_agree(device, monkeypatch, switch, values, channels, dt
     (NAQS_PIXELCNN_BULK_WEIGHTS=0); the vertical segment passes in chunks of up to 64
     pairs (default) or 32 (NAQS_PIXELCNN_WIDE_V=0; tiles of 32 jobs, so that a pass has
     more than 32 pairs); the FFMA product's thread tiles over channels and rows
-    (NAQS_PIXELCNN_TILE_MAP, default 1)."""
+    (NAQS_PIXELCNN_TILE_MAP, default 1); row walks of 64 jobs a CTA (the local energies'
+    default for large batches; the sampler stays at 32)."""
     if device.type != "cuda":
         pytest.skip("a switch of the CUDA kernel")
     if switch == "NAQS_PIXELCNN_WIDE_V":

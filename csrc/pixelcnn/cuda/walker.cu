@@ -93,6 +93,13 @@ __host__ __device__ inline int red_elems(int threads, int rows, int c4, bool b_r
   return a > b ? a : b;
 }
 
+// Sites per chunk of the row walk's output phase (Ctx::row_out) and the elements of its
+// raw-output buffer: kOutChunk sites for tiles of up to kMaxRows jobs, fewer for larger
+// tiles (the buffer stays at kMaxRows x kOutChunk x 4, which the 64-job tiles of the
+// local energies need to fit in shared memory).
+__host__ __device__ inline int out_chunk(int tile) { return tile > kMaxRows ? kOutChunk * kMaxRows / tile : kOutChunk; }
+__host__ __device__ inline int raw_elems(int tile) { return tile * out_chunk(tile) * 4; }
+
 // a / d for 0 <= a <= a_max by one multiply-high: with m = ceil(2^32 / d) = (2^32 + e) / d,
 // e < d, a m / 2^32 = a / d + a e / (d 2^32), and the excess stays below 1 / d (the
 // smallest distance of a / d to the next integer) when a_max d <= 2^32. Integer
@@ -279,9 +286,9 @@ struct Ctx {
   int seg_min_nx;  // segment path: only for passes of at least this many positions per job
   T* xs;           // [rows][S]            gathered windows of one chunk (or 2 segment buffers)
   T* red;          // [ks][rows4][C4]      partial sums of the K slices
-  T* hcur;         // [tile][C]            h_{L-1} at the current site (kSample)
+  T* hcur;         // [tile][C]            h_{L-1} at the current site (kSample; else empty)
   T* wsm;          // [Kmax][WS]           the pass's weights (null: read them from global)
-  T* raw;          // [tile][kOutChunk][4] raw outputs of a chunk of a row (row walk)
+  T* raw;          // [tile][out_chunk][4] raw outputs of a chunk of a row (row walk)
   Member<T>* mem;  // [tile]
   RowSrc<T>* rsrc;  // [tile][3][2]        segment path: input rows of the pass (job, dy, part)
   T** orow;         // [tile]              segment path: output row of the pass (column 0)
@@ -1289,9 +1296,9 @@ struct Ctx {
 
   // Row walk: the conditionals of sites (y, xb..Lx-1) of every job from h_{L-1}.
   __device__ void row_out(Member<T>* mems, const WalkArgs<T>& a, int y, int xb) const {
-    const int C = d.channels, L = d.blocks;
-    for (int xc = xb; xc < d.lx; xc += kOutChunk) {
-      const int nxc = min(kOutChunk, d.lx - xc);
+    const int C = d.channels, L = d.blocks, oc = out_chunk(tile);
+    for (int xc = xb; xc < d.lx; xc += oc) {
+      const int nxc = min(oc, d.lx - xc);
       for (int e = threadIdx.x; e < tile * nxc * 4; e += blockDim.x) {
         const int q = e & 3, jx = e >> 2, j = jx / nxc, xi = jx - j * nxc;
         const T* hl = h_at(mems[j], L - 1, y, xc + xi);
@@ -1305,13 +1312,13 @@ struct Ctx {
         } else {
           for (int c = 0; c < C; ++c) z += w.wo[c * 4 + q] * hl[c];
         }
-        raw[(j * kOutChunk + xi) * 4 + q] = z;
+        raw[(j * oc + xi) * 4 + q] = z;
       }
       __syncthreads();
       if (threadIdx.x < tile) {
         Member<T>& m = mems[threadIdx.x];
         for (int xi = 0; xi < nxc; ++xi)
-          site_out(m, a, y * d.lx + xc + xi, raw + (threadIdx.x * kOutChunk + xi) * 4);
+          site_out(m, a, y * d.lx + xc + xi, raw + (threadIdx.x * oc + xi) * 4);
       }
       __syncthreads();
     }
@@ -1392,9 +1399,9 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   cx.xs = reinterpret_cast<T*>(smem_raw);
   cx.red = cx.xs + size_t(rows) * xs_stride;
   cx.hcur = cx.red + size_t(red_elems(kThr, rows, d.c4, Ctx<T, kMath, kThr, kCC, kBulkW>::kBRegs));
-  cx.raw = cx.hcur + size_t(tile) * C;
+  cx.raw = cx.hcur + (a.mode == kSample ? size_t(tile) * C : 0);
   // byte offsets from smem_raw (pointers derived from it stay shared-space loads)
-  size_t off = (size_t(reinterpret_cast<unsigned char*>(cx.raw + size_t(tile) * kOutChunk * 4) - smem_raw) + 15) &
+  size_t off = (size_t(reinterpret_cast<unsigned char*>(cx.raw + size_t(raw_elems(tile))) - smem_raw) + 15) &
                ~size_t(15);
   cx.wsm = nullptr;
   if (w_shared) {
@@ -1655,11 +1662,11 @@ int xs_stride_of(const Dims& d) {
 }
 
 size_t smem_bytes(const Dims& d, int tile, int rows, size_t elem, size_t member, bool w_shared, int threads,
-                  bool b_regs) {
+                  bool b_regs, bool sample) {
   const int kmax = std::max(18 * d.channels, 9 * (1 + d.channels));
   size_t n = size_t(rows) * xs_stride_of(d);                      // xs
   n += size_t(red_elems(threads, rows, d.c4, b_regs));               // red
-  n += size_t(tile) * d.channels + size_t(tile) * kOutChunk * 4;  // hcur, raw
+  n += (sample ? size_t(tile) * d.channels : 0) + size_t(raw_elems(tile));  // hcur, raw
   size_t bytes = (n * elem + 15) & ~size_t(15);
   if (w_shared) bytes += size_t(kmax) * (d.c4 + 8) * elem;
   return bytes + size_t(tile) * member + sizeof(Cone) + size_t(2) * d.blocks * d.ly * sizeof(int) + 16 +
@@ -1707,10 +1714,12 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   // Weights of the pass in shared memory when they fit (NAQS_PIXELCNN_WEIGHTS_SMEM=0
   // reads them from global memory instead); then the largest chunk that fits.
   bool found = false;
+  const bool sample = mode == kSample;
+  // (the kernel's static shared memory: next_tile, wbar_sh and the profile counters)
+  const size_t smem_limit = size_t(optin) - 32 - 8 * kProfSlots;
   for (int ws = allow_ws ? 1 : 0; ws >= 0 && !found; --ws) {
     for (int rows = kMaxRows; rows >= 4 && !found; rows /= 2) {
-      // (the kernel's static shared memory: next_tile, wbar_sh and the profile counters)
-      if (smem_bytes(d, rows, rows, sizeof(T), sizeof(Member<T>), ws != 0, p.threads, b_regs) <= size_t(optin) - 32 - 8 * kProfSlots) {
+      if (smem_bytes(d, rows, rows, sizeof(T), sizeof(Member<T>), ws != 0, p.threads, b_regs, sample) <= smem_limit) {
         p.w_shared = ws;
         p.rows = rows;
         found = true;
@@ -1719,7 +1728,7 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   }
   if (!found) return cudaErrorInvalidConfiguration;
   if (b_regs && !p.w_shared) return cudaErrorInvalidConfiguration;  // see pass_seg: no FFMA fallback
-  p.smem = smem_bytes(d, p.rows, p.rows, sizeof(T), sizeof(Member<T>), p.w_shared != 0, p.threads, b_regs);
+  p.smem = smem_bytes(d, p.rows, p.rows, sizeof(T), sizeof(Member<T>), p.w_shared != 0, p.threads, b_regs, sample);
   if ((err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(p.smem))) !=
       cudaSuccess)
     return err;
@@ -1727,26 +1736,41 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   if ((err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, p.threads, p.smem)) != cudaSuccess)
     return err;
   if (per_sm < 1) return cudaErrorInvalidConfiguration;
+  // The row walks (local energies, log psi) may take tiles of 2 rows jobs where they fit
+  // next to everything else without costing occupancy: a pass's weight staging, row
+  // tables and barriers then serve twice the pairs (chunks stay at rows pairs). Not the
+  // sampler: its single-position passes take the whole tile as one chunk.
+  int max_tile = p.rows;
+  const size_t smem_big =
+      smem_bytes(d, 2 * p.rows, p.rows, sizeof(T), sizeof(Member<T>), p.w_shared != 0, p.threads, b_regs, sample);
+  if (!sample && 2 * p.rows <= p.threads && smem_big <= smem_limit) {
+    int per_sm_big = 0;
+    if ((err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_big))) != cudaSuccess ||
+        (err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_big, kernel, p.threads, smem_big)) != cudaSuccess)
+      return err;
+    if (per_sm_big == per_sm) max_tile = 2 * p.rows;
+  }
   // The smallest tile that still runs every job in one wave (the walk is a chain of
   // dependent steps: more CTAs with fewer jobs each finish sooner), else the largest.
   const int64_t slots = int64_t(per_sm) * sms;
-  int tile = p.rows;
-  for (int tl = 4; tl <= p.rows; tl *= 2) {
+  int tile = max_tile;
+  for (int tl = 4; tl <= max_tile; tl *= 2) {
     if ((n_jobs + tl - 1) / tl <= slots) {
       tile = tl;
       break;
     }
   }
-  // NAQS_PIXELCNN_TILE=4|8|16|32: jobs per CTA (A/B of the rings' L2 footprint against the
-  // per-pass weight staging, which fewer jobs per CTA amortize worse).
+  // NAQS_PIXELCNN_TILE=4|8|16|32|64: jobs per CTA, at most the largest tile above (A/B of
+  // the rings' L2 footprint against the per-pass weight staging, which fewer jobs per CTA
+  // amortize worse).
   const char* tile_env = std::getenv("NAQS_PIXELCNN_TILE");
   if (tile_env) {
     const int want = std::atoi(tile_env);
-    if (want == 4 || want == 8 || want == 16 || want == 32) tile = std::min(want, p.rows);
+    if (want == 4 || want == 8 || want == 16 || want == 32 || want == 64) tile = std::min(want, max_tile);
   }
   p.tile = tile;
   p.k_split = 0;
-  p.smem = smem_bytes(d, tile, p.rows, sizeof(T), sizeof(Member<T>), p.w_shared != 0, p.threads, b_regs);
+  p.smem = smem_bytes(d, tile, p.rows, sizeof(T), sizeof(Member<T>), p.w_shared != 0, p.threads, b_regs, sample);
   const int64_t n_tiles = (n_jobs + p.tile - 1) / p.tile;
   const int64_t grid = std::min<int64_t>(n_tiles, slots);
   p.grid = int(grid < 1 ? 1 : grid);
