@@ -168,12 +168,12 @@ def _mixed_flips(batch, n, device, gen):
     return flips.to(device), counts.to(device)
 
 
-def _assert_connected_close(got, ref, atol):
+def _assert_connected_close(got, ref, atol, rtol=0.0):
     assert got.shape == ref.shape
     fin = torch.isfinite(ref.real)
     assert torch.equal(fin, torch.isfinite(got.real))
     assert torch.equal(torch.isneginf(ref.real), torch.isneginf(got.real))
-    torch.testing.assert_close(got[fin], ref[fin].to(got.dtype), atol=atol, rtol=0)
+    torch.testing.assert_close(got[fin], ref[fin].to(got.dtype), atol=atol, rtol=rtol)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=_ids)
@@ -321,11 +321,16 @@ def test_kernel_switches_agree(device, monkeypatch, switch, values, channels, dt
         spins, lp = ops.pixelcnn_sample(model, u)
         results.append((spins, lp, ops.connected_log_psi(model, spins, flips, counts)))
     tol = 1e-12 if dtype == torch.float64 else 1e-6
+    # The tile decides the light cone's bounding box (../cone.h), so which positions a
+    # connected walk recomputes and which it reads from the sample's storage; recomputed
+    # in other chunks, their K-split sums round differently: float32 rounding, relative
+    # (1.2e-7 of log psi ~ 10 on this network).
+    rtol = 1e-6 if switch == "NAQS_PIXELCNN_TILE" and dtype == torch.float32 else 0.0
     s1, lp1, c1 = results[0]
     for s, lp, c in results[1:]:
         assert torch.equal(s, s1)
         torch.testing.assert_close(lp, lp1, atol=tol, rtol=0)
-        _assert_connected_close(c, c1, tol)
+        _assert_connected_close(c, c1, tol, rtol)
 
 
 def test_cuda_width_limit(device):

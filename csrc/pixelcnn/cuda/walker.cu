@@ -1740,10 +1740,14 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   // next to everything else without costing occupancy: a pass's weight staging, row
   // tables and barriers then serve twice the pairs (chunks stay at rows pairs). Not the
   // sampler: its single-position passes take the whole tile as one chunk.
+  // NAQS_PIXELCNN_BIG_TILES=0: at most rows jobs (A/B; NAQS_PIXELCNN_TILE=32 would also
+  // change the forward walks' small tiles).
+  const char* big_env = std::getenv("NAQS_PIXELCNN_BIG_TILES");
+  const bool big_tiles = !(big_env && big_env[0] == '0');
   int max_tile = p.rows;
   const size_t smem_big =
       smem_bytes(d, 2 * p.rows, p.rows, sizeof(T), sizeof(Member<T>), p.w_shared != 0, p.threads, b_regs, sample);
-  if (!sample && 2 * p.rows <= p.threads && smem_big <= smem_limit) {
+  if (big_tiles && !sample && 2 * p.rows <= p.threads && smem_big <= smem_limit) {
     int per_sm_big = 0;
     if ((err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_big))) != cudaSuccess ||
         (err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_big, kernel, p.threads, smem_big)) != cudaSuccess)
