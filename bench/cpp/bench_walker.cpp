@@ -187,7 +187,7 @@ int main(int argc, char** argv) {
   cudaEventCreate(&e1);
   auto time_dev = [&](WalkArgs<float> a, int reps) {
     cuda::Plan p;
-    check(cuda::plan<float>(d, a.n_jobs, &p), "plan");
+    check(cuda::plan<float>(d, a.n_jobs, &p, a.mode), "plan");
     void* scratch;
     check(cudaMalloc(&scratch, p.scratch_bytes), "scratch");
     check(cuda::walk<float>(d, w, a, p, scratch, 0), "warm-up");

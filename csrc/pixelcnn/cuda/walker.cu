@@ -1714,7 +1714,10 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   // Weights of the pass in shared memory when they fit (NAQS_PIXELCNN_WEIGHTS_SMEM=0
   // reads them from global memory instead); then the largest chunk that fits.
   bool found = false;
-  const bool sample = mode == kSample;
+  // (an unknown mode is planned as the sampler: shared memory for its current h, tiles
+  // of at most rows jobs)
+  const bool sample = mode == kSample || mode < 0;
+  p.mode = mode;
   // (the kernel's static shared memory: next_tile, wbar_sh and the profile counters)
   const size_t smem_limit = size_t(optin) - 32 - 8 * kProfSlots;
   for (int ws = allow_ws ? 1 : 0; ws >= 0 && !found; --ws) {
@@ -1789,6 +1792,9 @@ template <typename T>
 cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const Plan& p, void* scratch,
                  cudaStream_t stream) {
   if (a.n_jobs <= 0) return cudaSuccess;
+  // a plan made for a row walk may have tiles larger than a chunk and no room for the
+  // sampler's current h
+  if (a.mode == kSample && p.mode >= 0 && p.mode != kSample) return cudaErrorInvalidValue;
   const size_t ring_bytes = size_t(p.grid) * p.tile * size_t(2) * d.blocks * 3 * d.lx * d.channels * sizeof(T);
   T* ring = reinterpret_cast<T*>(scratch);
   int8_t* confs = reinterpret_cast<int8_t*>(scratch) + ((ring_bytes + 255) & ~size_t(255));

@@ -22,8 +22,11 @@ constexpr int kMaxWidth = 2047;
 // a tile of `tile` jobs at a time; `scratch_bytes` of device memory (3-row rings and
 // walked configurations of every CTA) must be passed to walk().
 struct Plan {
-  int tile = 0;          // jobs per CTA tile (4, 8, 16 or 32)
-  int rows = 0;          // rows (job, position pairs) of one product chunk (>= tile)
+  int tile = 0;          // jobs per CTA tile (4 .. 64)
+  int rows = 0;          // rows (job, position pairs) of one product chunk (>= tile, but
+                         // row walks may take tiles of 2 rows)
+  int mode = -1;         // the walk it was made for (plan's mode): walk() refuses to
+                         // sample with a plan made for a row walk
   int k_split = 1;       // legacy kernel: K-split groups of the [tile x K] x [K x C] product
   int xs_stride = 0;     // row stride of the shared input window
   int w_shared = 0;      // 1: each pass stages its layer's weights in shared memory
