@@ -179,7 +179,7 @@ def _sampler_math(base, batch: int) -> str:
     SMALL_SAMPLE_PER_SM per SM) with FFMA. The walk gives each SM ceil(batch / SMs) jobs
     and its single-position passes multiply one row per job: with 8 or fewer the m16 MMA
     tiles are half padding, and the 512-thread tensor-core instance spills. 12x12, 10
-    blocks, 1000 samples on an H100: TF32 9.9 ms, FFMA 7.6 ms (docs/engine.md, run 91);
+    blocks, 1000 samples on an H100: TF32 9.6 ms, FFMA 7.9 ms (docs/engine.md, run 92);
     at 4096 samples TF32 is the faster one. FFMA only makes the samples more exact.
     NAQS_PIXELCNN_TF32_SMALL_SAMPLES=1 keeps the tensor cores (tests, A/B)."""
     mode = engine_math()
