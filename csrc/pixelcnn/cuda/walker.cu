@@ -3,9 +3,9 @@
 // Persistent kernel: each CTA (512 threads for float, 256 for double) owns a tile of
 // `tile` jobs (samples or connections; at most `rows`, 2 rows in the row walks) at a
 // time and walks them with only __syncthreads() between layers: jobs are independent,
-// so no grid-wide sync. All the
-// network work is done by one routine, a *pass*: layer l of one branch (horizontal or
-// vertical) at row y for the positions x in [xb, xe) of every job of the tile. Its
+// so no grid-wide sync. All the network work is done by one routine, a *pass*: layer l
+// of one branch (horizontal or vertical) at row y for the positions x in [xb, xe) of
+// every job of the tile. Its
 // (job, position) pairs are cut into chunks of up to `rows` pairs (2 rows on vertical
 // segment passes with FFMA products, see pass_seg); per chunk
 //   1. the chunk's inputs are copied into shared memory with cp.async (16-byte copies
