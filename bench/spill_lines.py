@@ -28,15 +28,17 @@ HOT = ("product", "product_mma", "product_tf32_regs", "mma_tf32", "rna_bits", "t
 
 
 def instance(symbol: str) -> str:
-    """walk<dtype,threads,channels,math[,bulk]> from a mangled walk_kernel symbol (",bulk":
-    the instance that stages its weights by bulk copies, Ctx::kBulkW); legacy<dtype> for
-    the first kernel (walker_legacy.cu)."""
-    m = re.search(r"walk_kernelI(\w)Li(\d+)ELi(\d+)ELi(\d+)E(?:Lb(\d)E)?", symbol)
+    """walk<dtype,threads,channels,math[,bulk][,pipe]> from a mangled walk_kernel symbol
+    (",bulk": the instance that stages its weights by bulk copies, Ctx::kBulkW; ",pipe": the
+    pipelined segment passes, Ctx::pass_seg_pipe); legacy<dtype> for the first kernel
+    (walker_legacy.cu)."""
+    m = re.search(r"walk_kernelI(\w)Li(\d+)ELi(\d+)ELi(\d+)E(?:Lb(\d)E)?(?:Lb(\d)E)?", symbol)
     if not m:
         legacy = re.search(r"walk_kernelI(\w)E", symbol)
         return f"legacy<{legacy.group(1)}>" if legacy else symbol
     bulk = ",bulk" if m.group(5) == "1" else ""
-    return f"walk<{m.group(1)},{m.group(2)},{m.group(3)},{m.group(4)}{bulk}>"
+    pipe = ",pipe" if m.group(6) == "1" else ""
+    return f"walk<{m.group(1)},{m.group(2)},{m.group(3)},{m.group(4)}{bulk}{pipe}>"
 
 
 def spills(sass_path: str, source: str) -> dict[str, collections.Counter]:

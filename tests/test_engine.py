@@ -436,6 +436,52 @@ def test_tensor_core_math(device, monkeypatch, math_mode, tol):
         assert rel < 1e-5, (threads, rel)
 
 
+def test_tf32_overlapped_passes_agree(device, monkeypatch, capfd):
+    """The TF32 row walks of 32-channel networks (256 threads) run pipelined segment
+    passes: one chunk's finishing beside the next chunk's product, one barrier a chunk,
+    the B fragments from global memory; block 0's vertical pass by FFMA on the spins, its
+    horizontal windows in a K order with 16-byte copies. With block 0 by the windows as
+    before (NAQS_PIXELCNN_BLOCK0=window), the segment path on every pass of a block l > 0
+    (NAQS_PIXELCNN_SEGMENTS=2) and the same tiles, they give bitwise the log psi and
+    connected log psi of pass_seg's chunks (NAQS_PIXELCNN_OVERLAP=0); the profile line
+    says which ran. Block 0's new passes sum in another order, and tiles of 128 jobs (this
+    instance only, on request) change the light cones' bounding boxes: float32 rounding."""
+    if device.type != "cuda":
+        pytest.skip("a CUDA kernel switch")
+    monkeypatch.setenv("NAQS_PIXELCNN_MATH", "tf32")
+    monkeypatch.setenv("NAQS_PIXELCNN_SEGMENTS", "2")
+    monkeypatch.setenv("NAQS_PIXELCNN_TILE", "64")
+    model = _model(9, 6, 3, 32, torch.float32, device, None, scale=0.3)
+    n = model.n_sites
+    spins, _ = model.sample_reference(150, uniforms=_uniforms(150, n, device))
+    flips, counts = _mixed_flips(150, n, device, torch.Generator().manual_seed(5))
+
+    def walks(**env):
+        for key in ("NAQS_PIXELCNN_OVERLAP", "NAQS_PIXELCNN_BLOCK0", "NAQS_PIXELCNN_TILE"):
+            monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv("NAQS_PIXELCNN_TILE", "64")
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("NAQS_PIXELCNN_PROFILE", "1")
+        capfd.readouterr()
+        ops.pixelcnn_log_psi_kernel(model, spins[:4])
+        profile = capfd.readouterr().err
+        monkeypatch.delenv("NAQS_PIXELCNN_PROFILE")
+        return profile, ops.pixelcnn_log_psi_kernel(model, spins), ops.connected_log_psi(model, spins, flips, counts)
+
+    prof_old, lp_old, c_old = walks(NAQS_PIXELCNN_OVERLAP="0")
+    prof_win, lp_win, c_win = walks(NAQS_PIXELCNN_BLOCK0="window")
+    prof_new, lp_new, c_new = walks()
+    assert "threads=256 pipe=0" in prof_old
+    assert "threads=256 pipe=1" in prof_win and "threads=256 pipe=1" in prof_new
+    assert torch.equal(lp_win, lp_old)
+    assert torch.equal(c_win, c_old)
+    torch.testing.assert_close(lp_new, lp_old, atol=0, rtol=1e-5)
+    _assert_connected_close(c_new, c_old, 0.0, 1e-5)
+    _, _, c128 = walks(NAQS_PIXELCNN_TILE="128")
+    _assert_connected_close(c128, c_new, 0.0, 1e-5)
+
+
 def test_small_batches_sample_with_ffma(device, monkeypatch):
     """In a tensor-core mode, batches of at most ops.SMALL_SAMPLE_PER_SM samples per SM
     are drawn with FFMA products (bitwise the default mode's samples), larger ones with

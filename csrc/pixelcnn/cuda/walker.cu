@@ -94,6 +94,21 @@ __host__ __device__ inline int red_elems(int threads, int rows, int c4, bool b_r
   return a > b ? a : b;
 }
 
+// kPipe instance (Ctx::pass_seg_pipe): segment columns padded by kPipeSegPad floats (the
+// register-B instances' kSegPad), ncol columns a buffer as in the other instances, and the
+// elements from the first of its three segment buffers on: the buffers and the second
+// K-split buffer (red elements), or block 0's window chunk [rows][S] and its weights
+// [9 (1 + C)][C + 8] (pass(), which stages them itself), whichever is larger.
+constexpr int kPipeSegPad = 8;
+__host__ __device__ inline int pipe_ncol(int rows, int xs_stride, int C) {
+  return rows * xs_stride / (6 * (2 * C + kPipeSegPad));
+}
+__host__ __device__ inline size_t pipe_region_elems(int rows, int xs_stride, int C, int red) {
+  const size_t seg = size_t(9) * pipe_ncol(rows, xs_stride, C) * (2 * C + kPipeSegPad) + size_t(red);
+  const size_t win = size_t(rows) * xs_stride + size_t(9) * (1 + C) * (C + 8);
+  return seg > win ? seg : win;
+}
+
 // Sites per chunk of the row walk's output phase (Ctx::row_out) and the elements of its
 // raw-output buffer: kOutChunk sites for tiles of up to kMaxRows jobs, fewer for larger
 // tiles (the buffer stays at kMaxRows x kOutChunk x 4, which the 64-job tiles of the
@@ -247,6 +262,8 @@ __device__ __forceinline__ unsigned to_tf32(float x) {
 // ignores the 13 low mantissa bits, so adding half of their unit is enough (one integer
 // add instead of cvt.rna's compare and add; infinities and NaNs come out as NaN).
 __device__ __forceinline__ unsigned rna_bits(float x) { return __float_as_uint(x) + 0x1000u; }
+// ... and that value as a float (the MMA's operand)
+__device__ __forceinline__ float tf32_round(float x) { return __uint_as_float(rna_bits(x) & 0xffffe000u); }
 __device__ __forceinline__ void mma_tf32(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
   asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
@@ -261,7 +278,7 @@ enum Math : int { kFFMA = 0, k3xTF32 = 1, kTF32 = 2 };
 // network allows it (float, weights in shared memory, 8 | C <= 32), else kFFMA.
 // kBulkW: the pass's weights staged by one bulk copy (stage_weights; see kernel_for for
 // the instances that do).
-template <typename T, int kMath = kFFMA, int kThr = 512, int kCC = 0, bool kBulkW = false>
+template <typename T, int kMath = kFFMA, int kThr = 512, int kCC = 0, bool kBulkW = false, bool kPipe = false>
 struct Ctx {
   Dims d;
   Weights<T> w;
@@ -287,6 +304,8 @@ struct Ctx {
   int seg_min_nx;  // segment path: only for passes of at least this many positions per job
   T* xs;           // [rows][S]            gathered windows of one chunk (or 2 segment buffers)
   T* red;          // [ks][rows4][C4]      partial sums of the K slices
+  T* red_b = nullptr;  // kPipe: the second K-split buffer (pass_seg_pipe)
+  int block0_seg = 1;  // kPipe: block 0 by pass_seg_pipe and pass_v0 (0: windows, A/B)
   T* hcur;         // [tile][C]            h_{L-1} at the current site (kSample; else empty)
   T* wsm;          // [Kmax][WS]           the pass's weights (null: read them from global)
   T* raw;          // [tile][out_chunk][4] raw outputs of a chunk of a row (row walk)
@@ -301,7 +320,10 @@ struct Ctx {
   // this chunk's copies (0: the barrier after it), 9 the product (1: the barrier after
   // it), 10 staging the next pass's weights, 11 the finishing loop (2: its barrier);
   // 8-11 in the 256-thread TF32 instance only (tick_fine); 12: kSample's row-end vertical
-  // passes, whole (their phases are counted in 0-2 and 6 as well).
+  // passes, whole (their phases are counted in 0-2 and 6 as well). The pipelined passes
+  // (kPipe, pass_seg_pipe): 15 row tables, 6 B fragments and the first two chunks'
+  // copies, 13 the barriers, 7 copies, 8 waits, 9 products, 11 finishing, 14 the
+  // barrier at the end of a pass; slots 0-2 then hold block 0's window passes only.
   long long* prof;
 
   // The segment chunks' finer slots 8-11 only in the 256-thread TF32 instance (in the
@@ -359,6 +381,12 @@ struct Ctx {
   // pass writes it there directly, see pass()'s prefetch).
   __device__ void gather(bool is_h, int l, int y, int xb, int nx, int p0, int nr, T* xs,
                          bool skip_center = false) const {
+    if constexpr (kPipe) {
+      if (block0_seg && is_h && l == 0) {
+        gather_h0(y, xb, nx, p0, nr, xs);
+        return;
+      }
+    }
     const int C = d.channels;
     const int cprev = l == 0 ? 1 : C, cin = is_h ? cprev + C : cprev;
     constexpr int VE = 16 / int(sizeof(T));
@@ -414,6 +442,44 @@ struct Ctx {
       } else {
         cp_async<int(sizeof(T))>(dst, src, w.bo);
       }
+    }
+  }
+
+  // Block 0's horizontal windows in the pipelined instance (block0_seg), in the K order
+  // k = tap C + c for down(v_0) (16-byte aligned: 16-byte copies, where the window
+  // order tap (1 + C) + c has the C channels of a tap one float off the 16-byte grid and
+  // took one 4-byte copy each, 297 a pair, 13% of a TF32 local energy at 12x12/10, run
+  // 99), then the 9 spins at 9 C + tap; stage_weights_h0 permutes wh0's rows to match.
+  // One thread per (pair, tap, item): items 0, 1 four 16-byte copies each, item 2 the spin.
+  __device__ void gather_h0(int y, int xb, int nx, int p0, int nr, T* xs) const {
+    constexpr int C = kCC;
+    static_assert(kCC == 32, "two 16-channel pieces a tap");
+    const FastDiv by_nx(nx, p0 + nr);
+    for (int e = threadIdx.x; e < nr * 27; e += nthreads) {
+      const int pt = e / 3, item = e - 3 * pt, r = pt / 9, tap = pt - 9 * r;
+      const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
+      const Member<T>& m = mem[j];
+      const int yy = y - 2 + tap / 3, xx = x - 2 + tap % 3;
+      const bool in = yy >= 0 && xx >= 0;
+      if (item == 2) {
+        xs[r * S + 9 * C + tap] = in && tap != 8 ? T(m.s[yy * d.lx + xx]) : T(0);  // (tap 8: masked)
+      } else {
+        const int c = item * 16;
+        const T* src = in && yy >= 1 ? v_at(m, 0, yy - 1, xx) + c : nullptr;
+        T* dst = xs + r * S + tap * C + c;
+#pragma unroll
+        for (int u = 0; u < 4; ++u) cp_async<16>(dst + u * 4, src ? src + u * 4 : nullptr, w.bo);
+      }
+    }
+  }
+  // wh0 ([9][1 + C][C4]) into wsm in gather_h0's K order.
+  __device__ void stage_weights_h0() const {
+    constexpr int C = kCC;
+    const int n = 9 * (1 + C) * (C / 4);  // 16-byte units
+    for (int e = threadIdx.x; e < n; e += nthreads) {
+      const int k = e / (C / 4), c = (e - k * (C / 4)) * 4;
+      const int src_row = k < 9 * C ? (k / C) * (1 + C) + 1 + k % C : (k - 9 * C) * (1 + C);
+      cp_async<16>(wsm + k * WS + c, w.wh0 + src_row * C + c, w.bo);
     }
   }
 
@@ -758,9 +824,24 @@ struct Ctx {
       }
   }
 
+  // kPipe: the same fragments straight from the layer's weights in global memory ([K][C],
+  // read-only path; the pass's first chunk waits for them with its copies).
+  __device__ void load_b_regs_global(bool is_h, const float* __restrict__ W, unsigned (&breg)[kSteps][kNTW][2]) const {
+    const int w8 = breg_slot(), lane = threadIdx.x & 31, g = lane >> 2, tig = lane & 3;
+    const int cin = is_h ? 2 * kCC : kCC, kg = is_h ? w8 : w8 >> 1;
+    const float* wb = W + (kg * 8 + 2 * tig) * kCC + breg_nt0() * 8 + g;
+#pragma unroll
+    for (int j = 0; j < kSteps; ++j)
+#pragma unroll
+      for (int nt = 0; nt < kNTW; ++nt) {
+        breg[j][nt][0] = rna_bits(__ldg(wb + (j * cin) * kCC + nt * 8));
+        breg[j][nt][1] = rna_bits(__ldg(wb + (j * cin + 1) * kCC + nt * 8));
+      }
+  }
+
   template <bool kH>
   __device__ void product_tf32_regs(int nr, const float* xs, const unsigned (&breg)[kSteps][kNTW][2], int& ks,
-                                    int& rstride, const SegArgs& sg) const {
+                                    int& rstride, const SegArgs& sg, T* rb = nullptr) const {
     constexpr int VE = kSegPad, kCin = kH ? 2 * kCC : kCC, kMT = kH ? 2 : 1;
     static_assert(kCC == 32, "the TF32 register-B product is specialized for 32 channels");
     ks = kH ? 8 : 4;
@@ -796,7 +877,7 @@ struct Ctx {
           for (int nt = 0; nt < kNTW; ++nt) mma_tf32(acc[nt], a, breg[j][nt]);
         }
       }
-      store_mma_partials(acc, kNTW, (mt0 + m) * 16 + g, kg * rstride, breg_nt0());
+      store_mma_partials(acc, kNTW, (mt0 + m) * 16 + g, kg * rstride, breg_nt0(), rb);
     }
   }
 
@@ -804,9 +885,10 @@ struct Ctx {
   // buffer at red row base + row: 8-byte stores at swizzled columns (red_col); acc[i] is
   // n-tile nt0 + i.
   template <int kN>
-  __device__ void store_mma_partials(const float (&acc)[kN][4], int NT, int row, int base, int nt0 = 0) const {
+  __device__ void store_mma_partials(const float (&acc)[kN][4], int NT, int row, int base, int nt0 = 0,
+                                     T* rb = nullptr) const {
     const int C4 = d.c4;
-    float* rg = reinterpret_cast<float*>(red) + (base + row) * C4;
+    float* rg = reinterpret_cast<float*>(rb ? rb : red) + (base + row) * C4;
 #pragma unroll
     for (int nt = 0; nt < kN; ++nt) {
       if (nt < NT) {
@@ -877,10 +959,11 @@ struct Ctx {
   // ... (the same for channels o .. o+3, o % 4 == 0, biases b; kKs > 0: ks = kKs, all
   // loads at once) ...
   template <int kKs = 0>
-  __device__ void bias_relu4(int ks, int rstride, int r, int o, const T (&b)[4], T (&z)[4]) const {
+  __device__ void bias_relu4(int ks, int rstride, int r, int o, const T (&b)[4], T (&z)[4],
+                             const T* rb = nullptr) const {
 #pragma unroll
     for (int q = 0; q < 4; ++q) z[q] = T(0);
-    const T* pr = red + r * d.c4 + red_col(r, o);
+    const T* pr = (rb ? rb : red) + r * d.c4 + red_col(r, o);
     if constexpr (kKs > 0) {
 #pragma unroll 4
       for (int kg = 0; kg < kKs; ++kg) {
@@ -923,6 +1006,18 @@ struct Ctx {
                        int next_l = -1, bool prefetched = false, bool prefetch = false) const {
     // (not for the sampler's prefetching single-position passes: their windows are in
     // the tap-by-tap layout, and the next pass relies on them)
+    if constexpr (kPipe) {  // blocks l > 0; block 0: v_0 directly, h_0 by the windows below
+      if (l > 0) {
+        pass_seg_pipe(is_h, l, y, xb, xe);
+        return;
+      }
+      if (block0_seg && !is_h) {
+        long long t0 = prof && threadIdx.x == 0 ? clock64() : 0;
+        pass_v0(y, xb, xe);
+        tick(12, t0);
+        return;
+      }
+    }
     if (ncol && l > 0 && !keep && !prefetched && !prefetch && xe - xb >= seg_min_nx) {
       pass_seg(is_h, l, y, xb, xe, ready, next_h, next_l);
       return;
@@ -942,7 +1037,14 @@ struct Ctx {
     const bool pipe = pipeline && npairs > rows && rows >= 8;
     const int cr = pipe ? rows / 2 : rows;
     if (!prefetched) {
-      if (wsm && !ready) stage_weights(K, W);
+      bool staged_h0 = false;
+      if constexpr (kPipe) {
+        if (block0_seg && is_h && l == 0) {
+          stage_weights_h0();
+          staged_h0 = true;
+        }
+      }
+      if (wsm && !ready && !staged_h0) stage_weights(K, W);
       gather(is_h, l, y, xb, nx, 0, min(cr, npairs), xs);
     }
     wait_copies();
@@ -1252,6 +1354,168 @@ struct Ctx {
     }
   }
 
+  // Block 0's vertical pass in the pipelined instance: v_0 at row y, columns [xb, xe) of
+  // every job: 9 spin taps (rows y-2..y, columns
+  // x-1..x+1) a channel, FFMA, four channels a thread, straight to the ring or storage: no
+  // copies, no product, one barrier (a window pass of 2 k-steps with its weight staging
+  // and three barriers a chunk before). The weights rounded to TF32 as the MMAs would (the
+  // spins are exact): the TF32 mode's v_0, summed in another order.
+  __device__ void pass_v0(int y, int xb, int xe) const {
+    constexpr int C = kCC, CQ = kCC / 4;
+    const int nx = xe - xb;
+    const FastDiv by_nxq(nx * CQ, int64_t(tile) * nx * CQ);
+    for (int e = threadIdx.x; e < tile * nx * CQ; e += nthreads) {
+      const int j = by_nxq.div(e), rest = e - j * nx * CQ, xi = rest / CQ, o = (rest - xi * CQ) * 4;
+      const int x = xb + xi;
+      const Member<T>& m = mem[j];
+      T z[4];
+#pragma unroll
+      for (int q = 0; q < 4; ++q) z[q] = __ldg(w.bv + o + q);
+#pragma unroll 1  // (unrolled, this instance kept an array in local memory)
+      for (int tap = 0; tap < 9; ++tap) {
+        const int yy = y - 2 + tap / 3, xx = x - 1 + tap % 3;
+        if (yy < 0 || xx < 0 || xx >= d.lx) continue;
+        const T sv = T(m.s[yy * d.lx + xx]);
+#pragma unroll
+        for (int q = 0; q < 4; ++q) z[q] += tf32_round(__ldg(w.wv0 + tap * C + o + q)) * sv;
+      }
+#pragma unroll
+      for (int q = 0; q < 4; ++q) z[q] = z[q] > T(0) ? z[q] : T(0);
+      store4_sh(out_at(false, 0, y, x, m) + o, z);
+    }
+    __syncthreads();
+  }
+
+  // ---- Pipelined segment passes (kPipe: the 256-thread 32-channel TF32 instance of the
+  // row walks). A chunk of pass_seg runs copies, barrier, product, barrier, finishing,
+  // barrier, and thread 0's counters put a third of the chunk at those barriers (run 51:
+  // the warps wait for the slowest one three times a chunk). Here the product of chunk
+  // i+1 and the finishing of chunk i run between the same two barriers: each warp
+  // multiplies chunk i+1, then finishes chunk i, so one warp's finishing loads and stores
+  // overlap another warp's MMAs, with one barrier a chunk. That takes three segment
+  // buffers (chunk i's residuals, chunk i+1's operands, chunk i+2's copies in flight)
+  // and two K-split buffers; they fit because this instance keeps no weights in shared
+  // memory for these passes: each warp loads its B fragments from global memory (L2)
+  // when the pass starts (load_b_regs_global). Same products, same sums in the same order
+  // as pass_seg: bitwise its results for the same chunks.
+  __device__ void pass_seg_pipe(bool is_h, int l, int y, int xb, int xe) const {
+    constexpr int C = kCC, CQ = kCC / 4;
+    const int cin = is_h ? 2 * C : C;
+    int K;
+    const T* W = layer_weights(is_h, l, K);
+    const T* bias = (is_h ? w.bh : w.bv) + int64_t(l) * C;
+    const int res_dx = is_h ? 2 : 1;  // (y, x) itself: dy = 2, dx = 2 (h) or 1 (v)
+    const int RS = ncol * (cin + kSegPad), BS = 3 * ncol * (2 * C + kSegPad);
+    const int nx = xe - xb, npairs = tile * nx;
+    const FastDiv by_nx(nx, npairs + 2), by_cin(cin, K), by_nx2(nx + 2, npairs + 2 * tile);
+    long long t0 = prof && threadIdx.x == 0 ? clock64() : 0;
+    T bias_r[4];  // (a thread finishes the same 4 channels in every chunk, see pass_seg)
+    {
+      const int o = (threadIdx.x % CQ) * 4;
+#pragma unroll
+      for (int q = 0; q < 4; ++q) bias_r[q] = bias[o + q];
+    }
+    for (int e = threadIdx.x; e < tile * 7; e += nthreads) {
+      const int j = e / 7, q = e - 7 * j, dy = q >> 1, part = q & 1, yy = y - 2 + dy;
+      const Member<T>& m = mem[j];
+      if (q == 6) {
+        orow[j] = out_at(is_h, l, y, 0, m);
+        continue;
+      }
+      RowSrc<T> rs{nullptr, nullptr, 1, 0};
+      if (is_h && part == 0) {
+        if (yy >= 0) rs = row_src(true, m, l - 1, yy);
+      } else if (is_h) {
+        if (yy >= 1) rs = row_src(false, m, l, yy - 1);
+      } else if (part == 0 && yy >= 0) {
+        rs = row_src(false, m, l - 1, yy);
+      }
+      rsrc[j * 6 + q] = rs;
+    }
+    __syncthreads();
+    tick(15, t0);
+    unsigned breg[kSteps][kNTW][2];
+    load_b_regs_global(is_h, W, breg);
+    // chunk i: pairs [p0, p0 + nr) in buffer cur (K-split sums in rcur); chunk i+1: p1,
+    // nr1 in nxt (rnxt); the third buffer (spare) takes chunk i+2's copies
+    T* cur = xs;
+    T* nxt = xs + BS;
+    T* spare = xs + 2 * BS;
+    T* rcur = red;
+    T* rnxt = red_b;
+    int p0 = 0, nr = seg_chunk(0, npairs, nx, by_nx, rows, ncol);
+    int p1 = nr, nr1 = p1 < npairs ? seg_chunk(p1, npairs, nx, by_nx, rows, ncol) : 0;
+    gather_seg(is_h, xb, nx, by_nx, by_nx2, 0, nr, cur, RS);
+    cp_async_commit();
+    if (nr1 > 0) gather_seg(is_h, xb, nx, by_nx, by_nx2, p1, nr1, nxt, RS);
+    cp_async_commit();
+    cp_async_wait_1();  // chunk 0's copies (this thread's)
+    tick(6, t0);
+    __syncthreads();
+    tick(13, t0);
+    int ks, rstride;
+    auto multiply = [&](int p, int n, const T* buf, T* rb) {
+      const int j0 = by_nx.div(p);
+      const SegArgs sg{p, nx, n, cin, RS, j0, p - j0 * nx, by_nx, by_cin};
+      if (is_h) product_tf32_regs<true>(n, buf, breg, ks, rstride, sg, rb);
+      else product_tf32_regs<false>(n, buf, breg, ks, rstride, sg, rb);
+    };
+    multiply(p0, nr, cur, rcur);
+    tick_fine(9, t0);
+    for (;;) {
+      // this thread's copies of chunk i+1 (the only ones in flight); the barrier: every
+      // product of chunk i is in rcur, chunk i+1's copies are visible, and chunk i-1's
+      // finishing is done (its buffer, now spare, and its K-split sums, now rnxt, are free)
+      cp_async_wait_all();
+      tick_fine(8, t0);
+      __syncthreads();
+      tick(13, t0);
+      const int p2 = p1 + nr1;
+      const int nr2 = nr1 > 0 && p2 < npairs ? seg_chunk(p2, npairs, nx, by_nx, rows, ncol) : 0;
+      // finishing of chunk i: K-split sums, bias, ReLU, residual (16-byte loads and stores)
+      auto finish = [&]() {
+        const int j0 = by_nx.div(p0);
+        for (int e = threadIdx.x; e < nr * CQ; e += nthreads) {
+          const int r = e / CQ, o = (e - r * CQ) * 4;
+          T z[4];
+          if (is_h) bias_relu4<8>(8, 32, r, o, bias_r, z, rcur);
+          else bias_relu4<4>(4, 32, r, o, bias_r, z, rcur);
+          const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
+          const Vec4<T> res = load4_sh(cur + 2 * RS + (r + 2 * (j - j0) + res_dx) * (cin + kSegPad) + o);
+#pragma unroll
+          for (int q = 0; q < 4; ++q) z[q] += res.v[q];
+          store4_sh(orow[j] + x * C + o, z);
+        }
+        tick_fine(11, t0);
+      };
+      // (run 98, 12x12/10/1000: finishing before the product 92.5 ms, after it 93.5, the
+      // copies after the product 101.3)
+      if (nr2 > 0) {
+        gather_seg(is_h, xb, nx, by_nx, by_nx2, p2, nr2, spare, RS);
+        cp_async_commit();
+      }
+      tick(7, t0);
+      if (nr1 > 0) multiply(p1, nr1, nxt, rnxt);
+      tick_fine(9, t0);
+      finish();
+      if (prof && threadIdx.x == 0) prof[5] += 1;
+      if (nr1 == 0) break;
+      T* const freed = cur;
+      cur = nxt;
+      nxt = spare;
+      spare = freed;
+      T* const rfreed = rcur;
+      rcur = rnxt;
+      rnxt = rfreed;
+      p0 = p1;
+      nr = nr1;
+      p1 = p2;
+      nr1 = nr2;
+    }
+    __syncthreads();  // the row tables and buffers are the next pass's
+    tick(14, t0);
+  }
+
   // The conditional of site i for member m from its raw outputs; returns nothing,
   // updates m (and the spins / prefix sums).
   __device__ void site_out(Member<T>& m, const WalkArgs<T>& a, int i, const T* raw) const {
@@ -1329,8 +1593,9 @@ struct Ctx {
 // kCC > 0: the kernel for networks of exactly kCC channels (kCC % 4 == 0): the channel
 // count, the padded weight rows and everything derived from them are compile-time
 // constants (shifts instead of integer divisions, immediate offsets, fewer registers);
-// kCC = 0: any channel count.
-template <typename T, int kThr, int kCC, int kMath, bool kBulkW = false>
+// kCC = 0: any channel count. kPipe: the pipelined segment passes (Ctx::pass_seg_pipe;
+// the 256-thread 32-channel TF32 row walks only).
+template <typename T, int kThr, int kCC, int kMath, bool kBulkW = false, bool kPipe = false>
 __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lattice and network sizes
                                                         Weights<T> w,      // kernel layout, see walker.h
                                                         WalkArgs<T> a,     // inputs/outputs of the mode
@@ -1349,7 +1614,8 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   }
   const int C = d.channels, N = d.n_sites, L = d.blocks;
   const int kmax = max(18 * C, 9 * (1 + C));
-  Ctx<T, kMath, kThr, kCC, kBulkW> cx;
+  using Cx = Ctx<T, kMath, kThr, kCC, kBulkW, kPipe>;
+  Cx cx;
   cx.d = d;
   cx.w = w;
   cx.tile = tile;
@@ -1371,7 +1637,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   }
   // tensor-core products need the weights in shared memory and 8 | C <= 32
   cx.math = (sizeof(T) == 4 && w_shared && C % 8 == 0 && C <= 32) ? kMath : int(kFFMA);
-  if constexpr (Ctx<T, kMath, kThr, kCC, kBulkW>::kBRegs) {
+  if constexpr (Cx::kBRegs) {
     if (cx.math != kTF32) __trap();  // plan() never launches it so (no FFMA fallback)
   }
   cx.S = xs_stride;
@@ -1379,11 +1645,15 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   // segment path: two [3][ncol][2C + pad] buffers (padded columns) in the space of the
   // window chunk
   cx.ncol = (segments && C % 4 == 0 && !pipeline)
-                ? rows * xs_stride / (6 * (2 * C + Ctx<T, kMath, kThr, kCC, kBulkW>::kSegPad))
+                ? rows * xs_stride / (6 * (2 * C + Cx::kSegPad))
                 : 0;
   if (cx.ncol < 8) cx.ncol = 0;
-  // product_flags (walk()): bit 0 wide vertical chunks, bits 1-2 the tile map
-  if constexpr (!Ctx<T, kMath, kThr, kCC, kBulkW>::kBRegs) {
+  // product_flags (walk()): bit 0 wide vertical chunks, bits 1-2 the tile map, bit 5
+  // block 0 of the pipelined passes by windows
+  if constexpr (kPipe) {
+    cx.block0_seg = !((product_flags >> 5) & 1);
+  }
+  if constexpr (!Cx::kBRegs) {
     if (threadIdx.x == 0) {  // (read after the tile setup's barriers)
       const int tm = (product_flags >> 1) & 3;
       tile_map_sh = (tm == 1 || tm == 3) && d.c4 != 32 ? 0 : tm;  // (maps 1 and 3 are for 8 channel groups)
@@ -1393,19 +1663,33 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   // most 32 rows), and only where their K-split sums fit in red (ks * 2 rows * C4 <= threads
   // * 16 holds for C4 <= 2 threads / rows: every 4 x 4 tile's 16 partial sums)
   cx.ncol_v = 0;
-  if (cx.ncol && (product_flags & 1) && cx.math == kFFMA && !Ctx<T, kMath, kThr, kCC, kBulkW>::kBRegs &&
+  if (cx.ncol && (product_flags & 1) && cx.math == kFFMA && !Cx::kBRegs &&
       size_t(2 * rows) * d.c4 <= size_t(red_elems(kThr, rows, d.c4, false)))
-    cx.ncol_v = cx.ncol * (2 * C + Ctx<T, kMath, kThr, kCC, kBulkW>::kSegPad) / (C + Ctx<T, kMath, kThr, kCC, kBulkW>::kSegPad);
+    cx.ncol_v = cx.ncol * (2 * C + Cx::kSegPad) / (C + Cx::kSegPad);
   cx.seg_min_nx = segments == 2 ? 1 : 3;
-  cx.xs = reinterpret_cast<T*>(smem_raw);
-  cx.red = cx.xs + size_t(rows) * xs_stride;
-  cx.hcur = cx.red + size_t(red_elems(kThr, rows, d.c4, Ctx<T, kMath, kThr, kCC, kBulkW>::kBRegs));
+  if constexpr (kPipe) {
+    // [red][3 segment buffers | red_b] (pipe_region_elems); block 0's window passes take
+    // their chunk and weights from the buffers' space
+    static_assert(Cx::kBHold && Cx::kSegPad == kPipeSegPad, "the pipelined passes are the 256-thread TF32 instance's");
+    if (cx.ncol != pipe_ncol(rows, xs_stride, C)) __trap();  // (plan() never launches it without segments)
+    const int redn = red_elems(kThr, rows, d.c4, true);
+    cx.red = reinterpret_cast<T*>(smem_raw);
+    cx.xs = cx.red + redn;
+    cx.red_b = cx.xs + size_t(9) * cx.ncol * (2 * C + kPipeSegPad);
+    cx.hcur = cx.xs + pipe_region_elems(rows, xs_stride, C, redn);
+  } else {
+    cx.xs = reinterpret_cast<T*>(smem_raw);
+    cx.red = cx.xs + size_t(rows) * xs_stride;
+    cx.hcur = cx.red + size_t(red_elems(kThr, rows, d.c4, Cx::kBRegs));
+  }
   cx.raw = cx.hcur + (a.mode == kSample ? size_t(tile) * C : 0);
   // byte offsets from smem_raw (pointers derived from it stay shared-space loads)
   size_t off = (size_t(reinterpret_cast<unsigned char*>(cx.raw + size_t(raw_elems(tile))) - smem_raw) + 15) &
                ~size_t(15);
   cx.wsm = nullptr;
-  if (w_shared) {
+  if constexpr (kPipe) {
+    cx.wsm = cx.xs + size_t(rows) * xs_stride;  // block 0's weights, after its window chunk
+  } else if (w_shared) {
     cx.wsm = reinterpret_cast<T*>(smem_raw + off);
     off += size_t(kmax) * (d.c4 + 8) * sizeof(T);
   }
@@ -1432,7 +1716,11 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   const int64_t n_tiles = (a.n_jobs + tile - 1) / tile;
 
   // The product reads whole 4-k groups of xs rows: keep the padding finite (zeros).
-  for (int e = threadIdx.x; e < rows * xs_stride; e += blockDim.x) cx.xs[e] = T(0);
+  // (kPipe: the whole buffer region, none of it read before it is written, all of it
+  // finite)
+  const int n_zero = kPipe ? int(pipe_region_elems(rows, xs_stride, C, red_elems(kThr, rows, d.c4, true)))
+                           : rows * xs_stride;
+  for (int e = threadIdx.x; e < n_zero; e += blockDim.x) cx.xs[e] = T(0);
 
   // Tiles: CTA b takes tile b first, then the next one not yet taken (an atomic counter,
   // in index order). The local-energy jobs are sorted by their first flip, so tiles get
@@ -1571,9 +1859,10 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
           const int qn = cx.next_pass(q + 1);
           int lo, hi;
           cx.pass_cols(q, lo, hi);
+          // (kPipe: no pass stages the next one's weights, see pass_seg_pipe)
           cx.pass(!(q & 1), (q >> 1) % L, y, lo, hi + 1, false, staged, qn >= 0 && !(qn & 1),
-                  qn >= 0 ? (qn >> 1) % L : -1);
-          staged = qn >= 0;
+                  qn >= 0 && !kPipe ? (qn >> 1) % L : -1);
+          staged = qn >= 0 && !kPipe;
           q = qn;
         }
         long long t0 = cx.prof && threadIdx.x == 0 ? clock64() : 0;
@@ -1643,9 +1932,10 @@ bool bulk_weights() {
 }
 
 template <typename T>
-auto kernel_for(int threads, int channels, int math) {
+auto kernel_for(int threads, int channels, int math, bool pipe = false) {
   const bool c32 = specialized(channels, math);
   if constexpr (sizeof(T) == 4) {
+    if (pipe && threads == 256 && math == kTF32 && c32) return walk_kernel<T, 256, 32, kTF32, false, true>;
     if (threads == 512 && math == k3xTF32)
       return c32 ? walk_kernel<T, 512, 32, k3xTF32> : walk_kernel<T, 512, 0, k3xTF32>;
     if (threads == 512 && math == kTF32)
@@ -1663,13 +1953,16 @@ int xs_stride_of(const Dims& d) {
 }
 
 size_t smem_bytes(const Dims& d, int tile, int rows, size_t elem, size_t member, bool w_shared, int threads,
-                  bool b_regs, bool sample) {
+                  bool b_regs, bool sample, bool pipe = false) {
   const int kmax = std::max(18 * d.channels, 9 * (1 + d.channels));
   size_t n = size_t(rows) * xs_stride_of(d);                      // xs
   n += size_t(red_elems(threads, rows, d.c4, b_regs));               // red
+  if (pipe)  // red, then the segment buffers, red_b and block 0's weights (walk_kernel)
+    n = size_t(red_elems(threads, rows, d.c4, true)) +
+        pipe_region_elems(rows, xs_stride_of(d), d.channels, red_elems(threads, rows, d.c4, true));
   n += (sample ? size_t(tile) * d.channels : 0) + size_t(raw_elems(tile));  // hcur, raw
   size_t bytes = (n * elem + 15) & ~size_t(15);
-  if (w_shared) bytes += size_t(kmax) * (d.c4 + 8) * elem;
+  if (w_shared && !pipe) bytes += size_t(kmax) * (d.c4 + 8) * elem;
   return bytes + size_t(tile) * member + sizeof(Cone) + size_t(2) * d.blocks * d.ly * sizeof(int) + 16 +
          16 + size_t(tile) * (6 * sizeof(RowSrc<float>) + sizeof(void*));
 }
@@ -1706,11 +1999,19 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   // without the weights in shared memory a TF32 walk takes the generic instance
   // (specialized()), which has tensor-core products only at 512 threads
   if (p.threads == 256 && p.math == kTF32 && !allow_ws) p.threads = 512;
-  const auto kernel = kernel_for<T>(p.threads, d.channels, p.math);
   // the 32-channel TF32 instances (256 and 512 threads) keep B fragments in registers and
   // need 8 K groups of partial sums (Ctx::kBRegs)
   const bool b_regs = sizeof(T) == 4 && (p.threads == 256 || p.threads == 512) && p.math == kTF32 &&
                       specialized(d.channels, p.math);
+  // Row walks on the 256-thread one: the pipelined segment passes (Ctx::pass_seg_pipe),
+  // which need the segment path (NAQS_PIXELCNN_SEGMENTS, NAQS_PIXELCNN_PIPELINE are read
+  // by walk()); NAQS_PIXELCNN_OVERLAP=0: pass_seg's chunks instead (A/B).
+  const char* ov_env = std::getenv("NAQS_PIXELCNN_OVERLAP");
+  const char* sg_env = std::getenv("NAQS_PIXELCNN_SEGMENTS");
+  const char* pl_env = std::getenv("NAQS_PIXELCNN_PIPELINE");
+  p.pipe = b_regs && p.threads == 256 && mode >= 0 && mode != kSample && !(ov_env && ov_env[0] == '0') &&
+           !(sg_env && sg_env[0] == '0') && !(pl_env && pl_env[0] == '1');
+  const auto kernel = kernel_for<T>(p.threads, d.channels, p.math, p.pipe != 0);
   p.xs_stride = xs_stride_of(d);
   // Weights of the pass in shared memory when they fit (NAQS_PIXELCNN_WEIGHTS_SMEM=0
   // reads them from global memory instead); then the largest chunk that fits.
@@ -1723,7 +2024,8 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   const size_t smem_limit = size_t(optin) - 32 - 8 * kProfSlots;
   for (int ws = allow_ws ? 1 : 0; ws >= 0 && !found; --ws) {
     for (int rows = kMaxRows; rows >= 4 && !found; rows /= 2) {
-      if (smem_bytes(d, rows, rows, sizeof(T), sizeof(Member<T>), ws != 0, p.threads, b_regs, sample) <= smem_limit) {
+      if (smem_bytes(d, rows, rows, sizeof(T), sizeof(Member<T>), ws != 0, p.threads, b_regs, sample, p.pipe) <=
+          smem_limit) {
         p.w_shared = ws;
         p.rows = rows;
         found = true;
@@ -1732,7 +2034,8 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   }
   if (!found) return cudaErrorInvalidConfiguration;
   if (b_regs && !p.w_shared) return cudaErrorInvalidConfiguration;  // see pass_seg: no FFMA fallback
-  p.smem = smem_bytes(d, p.rows, p.rows, sizeof(T), sizeof(Member<T>), p.w_shared != 0, p.threads, b_regs, sample);
+  p.smem = smem_bytes(d, p.rows, p.rows, sizeof(T), sizeof(Member<T>), p.w_shared != 0, p.threads, b_regs, sample,
+                      p.pipe);
   if ((err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(p.smem))) !=
       cudaSuccess)
     return err;
@@ -1748,37 +2051,43 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   // change the forward walks' small tiles).
   const char* big_env = std::getenv("NAQS_PIXELCNN_BIG_TILES");
   const bool big_tiles = !(big_env && big_env[0] == '0');
+  // The pipelined passes keep no weights in shared memory: their tiles may take 4 rows
+  // jobs (on request, NAQS_PIXELCNN_TILE=128).
   int max_tile = p.rows;
-  const size_t smem_big =
-      smem_bytes(d, 2 * p.rows, p.rows, sizeof(T), sizeof(Member<T>), p.w_shared != 0, p.threads, b_regs, sample);
-  if (big_tiles && !sample && 2 * p.rows <= p.threads && smem_big <= smem_limit) {
+  for (int f = 2; f <= (p.pipe ? 4 : 2) && big_tiles && !sample && f * p.rows <= p.threads; f *= 2) {
+    const size_t smem_big =
+        smem_bytes(d, f * p.rows, p.rows, sizeof(T), sizeof(Member<T>), p.w_shared != 0, p.threads, b_regs, sample, p.pipe);
+    if (smem_big > smem_limit) break;
     int per_sm_big = 0;
     if ((err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_big))) != cudaSuccess ||
         (err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_big, kernel, p.threads, smem_big)) != cudaSuccess)
       return err;
-    if (per_sm_big == per_sm) max_tile = 2 * p.rows;
+    if (per_sm_big != per_sm) break;
+    max_tile = f * p.rows;
   }
+  // (the default stays at 2 rows: tiles of 4 rows are an A/B until measured)
+  const int default_max_tile = std::min(max_tile, 2 * p.rows);
   // The smallest tile that still runs every job in one wave (the walk is a chain of
   // dependent steps: more CTAs with fewer jobs each finish sooner), else the largest.
   const int64_t slots = int64_t(per_sm) * sms;
-  int tile = max_tile;
-  for (int tl = 4; tl <= max_tile; tl *= 2) {
+  int tile = default_max_tile;
+  for (int tl = 4; tl <= default_max_tile; tl *= 2) {
     if ((n_jobs + tl - 1) / tl <= slots) {
       tile = tl;
       break;
     }
   }
-  // NAQS_PIXELCNN_TILE=4|8|16|32|64: jobs per CTA, at most the largest tile above (A/B of
+  // NAQS_PIXELCNN_TILE=4|8|16|32|64|128: jobs per CTA, at most the largest tile above (A/B of
   // the rings' L2 footprint against the per-pass weight staging, which fewer jobs per CTA
   // amortize worse).
   const char* tile_env = std::getenv("NAQS_PIXELCNN_TILE");
   if (tile_env) {
     const int want = std::atoi(tile_env);
-    if (want == 4 || want == 8 || want == 16 || want == 32 || want == 64) tile = std::min(want, max_tile);
+    if (want == 4 || want == 8 || want == 16 || want == 32 || want == 64 || want == 128) tile = std::min(want, max_tile);
   }
   p.tile = tile;
   p.k_split = 0;
-  p.smem = smem_bytes(d, tile, p.rows, sizeof(T), sizeof(Member<T>), p.w_shared != 0, p.threads, b_regs, sample);
+  p.smem = smem_bytes(d, tile, p.rows, sizeof(T), sizeof(Member<T>), p.w_shared != 0, p.threads, b_regs, sample, p.pipe);
   const int64_t n_tiles = (n_jobs + p.tile - 1) / p.tile;
   const int64_t grid = std::min<int64_t>(n_tiles, slots);
   p.grid = int(grid < 1 ? 1 : grid);
@@ -1828,9 +2137,12 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   // energies 919 vs 950 ms at 21x21/20/4096 against map 0, run 86)
   const char* tm_env = std::getenv("NAQS_PIXELCNN_TILE_MAP");
   const int tile_map = tm_env ? std::atoi(tm_env) & 3 : 1;
-  const int product_flags = wide_v | tile_map << 1;
+  // NAQS_PIXELCNN_BLOCK0=window: block 0 of the pipelined passes by the window path (A/B)
+  const char* b0_env = std::getenv("NAQS_PIXELCNN_BLOCK0");
+  const int block0_window = b0_env && std::string(b0_env) == "window" ? 1 : 0;
+  const int product_flags = wide_v | tile_map << 1 | block0_window << 5;
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
-  const auto kernel = kernel_for<T>(p.threads, d.channels, math);
+  const auto kernel = kernel_for<T>(p.threads, d.channels, math, p.pipe != 0);
   if (!(env && env[0] == '1')) {
     kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared,
                                                           pipeline, segments, prefetch, product_flags, ring, confs, tiles_taken,
@@ -1859,16 +2171,24 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   // the three phases as before the segment path's finer slots (see Ctx::prof)
   const double gather = sum[0] + sum[8], product = sum[1] + sum[9], finish = sum[2] + sum[10] + sum[11];
   std::fprintf(stderr,
-               "naqs-walker-profile threads=%d mode=%d math=%d pipeline=%d segments=%d jobs=%lld grid=%d tile=%d rows=%d w_shared=%d smem=%zu | per CTA: "
+               "naqs-walker-profile threads=%d pipe=%d mode=%d math=%d pipeline=%d segments=%d jobs=%lld grid=%d tile=%d rows=%d w_shared=%d smem=%zu | per CTA: "
                "%.3g Mcycles, %.0f chunks (%.0f cycles each) | gather+wait %.1f%% product %.1f%% finish %.1f%% "
                "outputs %.1f%% | segment passes: setup %.1f%% next-chunk gathers %.1f%% | thread 0 in segment chunks (256-thread TF32): "
                "copy wait %.1f%% barrier %.1f%%, product %.1f%% barrier %.1f%%, weight staging %.1f%%, finishing %.1f%% "
                "barrier %.1f%% | sampler's vertical passes %.1f%%\n",
-               p.threads, a.mode, math, pipeline, segments, (long long)a.n_jobs, p.grid, p.tile, p.rows, p.w_shared, p.smem, sum[4] / 1e6, sum[5],
+               p.threads, p.pipe, a.mode, math, pipeline, segments, (long long)a.n_jobs, p.grid, p.tile, p.rows, p.w_shared, p.smem, sum[4] / 1e6, sum[5],
                sum[5] > 0 ? (gather + product + finish + sum[6] + sum[7]) / sum[5] : 0.0, 100 * gather / tot,
                100 * product / tot, 100 * finish / tot, 100 * sum[3] / tot, 100 * sum[6] / tot, 100 * sum[7] / tot,
                100 * sum[8] / tot, 100 * sum[0] / tot, 100 * sum[9] / tot, 100 * sum[1] / tot, 100 * sum[10] / tot,
                100 * sum[11] / tot, 100 * sum[2] / tot, 100 * sum[12] / tot);
+  if (p.pipe)
+    std::fprintf(stderr,
+                 "naqs-walker-profile pipe: tables %.1f%% B+first copies %.1f%% barriers %.1f%% copies %.1f%% "
+                 "waits %.1f%% products %.1f%% finishing %.1f%% pass-end barrier %.1f%% | block 0 windows: "
+                 "gather %.1f%% product %.1f%% finishing %.1f%% | row outputs %.1f%%\n",
+                 100 * sum[15] / tot, 100 * sum[6] / tot, 100 * sum[13] / tot, 100 * sum[7] / tot,
+                 100 * sum[8] / tot, 100 * sum[9] / tot, 100 * sum[11] / tot, 100 * sum[14] / tot,
+                 100 * sum[0] / tot, 100 * sum[1] / tot, 100 * sum[2] / tot, 100 * sum[3] / tot);
   return cudaSuccess;
 }
 

@@ -22,7 +22,7 @@ constexpr int kMaxWidth = 2047;
 // a tile of `tile` jobs at a time; `scratch_bytes` of device memory (3-row rings and
 // walked configurations of every CTA) must be passed to walk().
 struct Plan {
-  int tile = 0;          // jobs per CTA tile (4 .. 64)
+  int tile = 0;          // jobs per CTA tile (4 .. 128)
   int rows = 0;          // rows (job, position pairs) of one product chunk (>= tile, but
                          // row walks may take tiles of 2 rows)
   int mode = -1;         // the walk it was made for (plan's mode): walk() refuses to
@@ -31,6 +31,7 @@ struct Plan {
   int xs_stride = 0;     // row stride of the shared input window
   int w_shared = 0;      // 1: each pass stages its layer's weights in shared memory
   int threads = 256;
+  int pipe = 0;          // 1: the pipelined segment passes of the TF32 row walks (walker.cu)
   int math = 0;          // product arithmetic (NAQS_PIXELCNN_MATH when the plan was made)
   int grid = 0;
   size_t smem = 0;       // dynamic shared memory per CTA
