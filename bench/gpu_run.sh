@@ -38,7 +38,7 @@ else
   timeout 200 $PY -m pip install --no-build-isolation -v -e . -C cmake.define.NAQS_BUILD_BENCH=OFF >> "$OUT/build.log" 2>&1 ||
     { echo "build FAILED" | tee -a "$SUMMARY"; tail -40 "$OUT/build.log"; exit 1; }
 fi
-{ echo "-- ptxas of the engine kernels (legacy<dtype>: walker_legacy.cu; walk<dtype,threads,channels,math[,bulk]>: walker.cu, channels 0 = any, math 0 FFMA / 1 3xTF32 / 2 TF32, bulk: weights by bulk copies)"
+{ echo "-- ptxas of the engine kernels (legacy<dtype>: walker_legacy.cu; walk<dtype,threads,channels,math[,bulk][,pipe]>: walker.cu, channels 0 = any, math 0 FFMA / 1 3xTF32 / 2 TF32, bulk: weights by bulk copies, pipe: pipelined segment passes)"
   $PY bench/spill_lines.py --ptxas "$OUT/build.log" | head -24; } | tee -a "$SUMMARY"
 # where those spills are (bench/spill_lines.py: spill instructions per kernel instance,
 # and how many of them sit in the per-chunk code: products, gathers, finishing sums)
