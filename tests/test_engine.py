@@ -482,6 +482,25 @@ def test_tf32_overlapped_passes_agree(device, monkeypatch, capfd):
     _assert_connected_close(c128, c_new, 0.0, 1e-5)
 
 
+def test_tf32_long_lattice_without_pipelined_passes(device, monkeypatch, capfd):
+    """A network whose pipelined TF32 passes would not fit in shared memory at full
+    chunks (the light-cone tables grow with blocks x rows) is planned on the instance
+    before them, not launched into a trap: log psi through the TF32 row walk agree with
+    the default FFMA walk to TF32 rounding."""
+    if device.type != "cuda":
+        pytest.skip("a CUDA kernel plan")
+    model = _model(2, 1200, 4, 32, torch.float32, device, None, scale=0.1)
+    spins = torch.randint(0, 2, (3, model.n_sites), generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
+    spins = spins.to(torch.int8)
+    lp_ffma = ops.pixelcnn_log_psi_kernel(model, spins)
+    monkeypatch.setenv("NAQS_PIXELCNN_MATH", "tf32")
+    monkeypatch.setenv("NAQS_PIXELCNN_PROFILE", "1")
+    capfd.readouterr()
+    lp_tf32 = ops.pixelcnn_log_psi_kernel(model, spins)
+    assert "threads=256 pipe=0" in capfd.readouterr().err
+    torch.testing.assert_close(lp_tf32, lp_ffma, atol=0, rtol=1e-3)
+
+
 def test_small_batches_sample_with_ffma(device, monkeypatch):
     """In a tensor-core mode, batches of at most ops.SMALL_SAMPLE_PER_SM samples per SM
     are drawn with FFMA products (bitwise the default mode's samples), larger ones with

@@ -2011,7 +2011,6 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   const char* pl_env = std::getenv("NAQS_PIXELCNN_PIPELINE");
   p.pipe = b_regs && p.threads == 256 && mode >= 0 && mode != kSample && !(ov_env && ov_env[0] == '0') &&
            !(sg_env && sg_env[0] == '0') && !(pl_env && pl_env[0] == '1');
-  const auto kernel = kernel_for<T>(p.threads, d.channels, p.math, p.pipe != 0);
   p.xs_stride = xs_stride_of(d);
   // Weights of the pass in shared memory when they fit (NAQS_PIXELCNN_WEIGHTS_SMEM=0
   // reads them from global memory instead); then the largest chunk that fits.
@@ -2022,18 +2021,30 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   p.mode = mode;
   // (the kernel's static shared memory: next_tile, wbar_sh and the profile counters)
   const size_t smem_limit = size_t(optin) - 32 - 8 * kProfSlots;
-  for (int ws = allow_ws ? 1 : 0; ws >= 0 && !found; --ws) {
-    for (int rows = kMaxRows; rows >= 4 && !found; rows /= 2) {
-      if (smem_bytes(d, rows, rows, sizeof(T), sizeof(Member<T>), ws != 0, p.threads, b_regs, sample, p.pipe) <=
-          smem_limit) {
-        p.w_shared = ws;
-        p.rows = rows;
-        found = true;
+  auto find_rows = [&]() {
+    for (int ws = allow_ws ? 1 : 0; ws >= 0 && !found; --ws) {
+      for (int rows = kMaxRows; rows >= 4 && !found; rows /= 2) {
+        if (smem_bytes(d, rows, rows, sizeof(T), sizeof(Member<T>), ws != 0, p.threads, b_regs, sample, p.pipe) <=
+            smem_limit) {
+          p.w_shared = ws;
+          p.rows = rows;
+          found = true;
+        }
       }
     }
+  };
+  find_rows();
+  // the pipelined passes need the full chunk (and with it their segment buffers of
+  // pipe_ncol columns, which the kernel checks); a network too large for them takes the
+  // instance before them
+  if (p.pipe && (!found || p.rows != kMaxRows || pipe_ncol(p.rows, p.xs_stride, d.channels) < 8)) {
+    p.pipe = 0;
+    found = false;
+    find_rows();
   }
   if (!found) return cudaErrorInvalidConfiguration;
   if (b_regs && !p.w_shared) return cudaErrorInvalidConfiguration;  // see pass_seg: no FFMA fallback
+  const auto kernel = kernel_for<T>(p.threads, d.channels, p.math, p.pipe != 0);
   p.smem = smem_bytes(d, p.rows, p.rows, sizeof(T), sizeof(Member<T>), p.w_shared != 0, p.threads, b_regs, sample,
                       p.pipe);
   if ((err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(p.smem))) !=
