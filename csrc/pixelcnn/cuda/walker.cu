@@ -1182,6 +1182,29 @@ struct Ctx {
     }
   }
 
+  // The segment passes' row tables: per job, where its three input rows (dy, part) come
+  // from (rsrc) and where its output row goes (orow), for pass (is_h, l, y). The caller
+  // puts a barrier between them and their readers.
+  __device__ __forceinline__ void pass_tables(bool is_h, int l, int y) const {
+    for (int e = threadIdx.x; e < tile * 7; e += nthreads) {
+      const int j = e / 7, q = e - 7 * j, dy = q >> 1, part = q & 1, yy = y - 2 + dy;
+      const Member<T>& m = mem[j];
+      if (q == 6) {
+        orow[j] = out_at(is_h, l, y, 0, m);
+        continue;
+      }
+      RowSrc<T> rs{nullptr, nullptr, 1, 0};
+      if (is_h && part == 0) {
+        if (yy >= 0) rs = row_src(true, m, l - 1, yy);
+      } else if (is_h) {
+        if (yy >= 1) rs = row_src(false, m, l, yy - 1);
+      } else if (part == 0 && yy >= 0) {
+        rs = row_src(false, m, l - 1, yy);
+      }
+      rsrc[j * 6 + q] = rs;
+    }
+  }
+
   // pass() on the segment path (same arguments, keep = false).
   __device__ void pass_seg(bool is_h, int l, int y, int xb, int xe, bool ready, bool next_h, int next_l) const {
     const int C = d.channels, C4 = d.c4;
@@ -1213,23 +1236,7 @@ struct Ctx {
     }
     // the pass's input rows (job, dy, part) and output rows, once per pass (the previous
     // pass ended with a barrier: nobody reads the tables any more)
-    for (int e = threadIdx.x; e < tile * 7; e += nthreads) {
-      const int j = e / 7, q = e - 7 * j, dy = q >> 1, part = q & 1, yy = y - 2 + dy;
-      const Member<T>& m = mem[j];
-      if (q == 6) {
-        orow[j] = out_at(is_h, l, y, 0, m);
-        continue;
-      }
-      RowSrc<T> rs{nullptr, nullptr, 1, 0};
-      if (is_h && part == 0) {
-        if (yy >= 0) rs = row_src(true, m, l - 1, yy);
-      } else if (is_h) {
-        if (yy >= 1) rs = row_src(false, m, l, yy - 1);
-      } else if (part == 0 && yy >= 0) {
-        rs = row_src(false, m, l - 1, yy);
-      }
-      rsrc[j * 6 + q] = rs;
-    }
+    pass_tables(is_h, l, y);
     const int CQ = C / 4;
     __syncthreads();
     if (wsm && !ready) stage_weights(K, W);
@@ -1415,23 +1422,7 @@ struct Ctx {
 #pragma unroll
       for (int q = 0; q < 4; ++q) bias_r[q] = bias[o + q];
     }
-    for (int e = threadIdx.x; e < tile * 7; e += nthreads) {
-      const int j = e / 7, q = e - 7 * j, dy = q >> 1, part = q & 1, yy = y - 2 + dy;
-      const Member<T>& m = mem[j];
-      if (q == 6) {
-        orow[j] = out_at(is_h, l, y, 0, m);
-        continue;
-      }
-      RowSrc<T> rs{nullptr, nullptr, 1, 0};
-      if (is_h && part == 0) {
-        if (yy >= 0) rs = row_src(true, m, l - 1, yy);
-      } else if (is_h) {
-        if (yy >= 1) rs = row_src(false, m, l, yy - 1);
-      } else if (part == 0 && yy >= 0) {
-        rs = row_src(false, m, l - 1, yy);
-      }
-      rsrc[j * 6 + q] = rs;
-    }
+    pass_tables(is_h, l, y);
     __syncthreads();
     tick(15, t0);
     unsigned breg[kSteps][kNTW][2];
