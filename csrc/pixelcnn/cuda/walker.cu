@@ -1362,10 +1362,9 @@ struct Ctx {
   }
 
   // Block 0's vertical pass in the pipelined instance: v_0 at row y, columns [xb, xe) of
-  // every job: 9 spin taps (rows y-2..y, columns
-  // x-1..x+1) a channel, FFMA, four channels a thread, straight to the ring or storage: no
-  // copies, no product, one barrier (a window pass of 2 k-steps with its weight staging
-  // and three barriers a chunk before). The weights rounded to TF32 as the MMAs would (the
+  // every job: 9 spin taps (rows y-2..y, columns x-1..x+1) a channel, FFMA, four channels
+  // a thread, straight to the ring or storage: no copies, no product, one barrier (a
+  // window pass of 2 k-steps with its weight staging and three barriers a chunk before). The weights rounded to TF32 as the MMAs would (the
   // spins are exact): the TF32 mode's v_0, summed in another order.
   __device__ void pass_v0(int y, int xb, int xe) const {
     constexpr int C = kCC, CQ = kCC / 4;
@@ -1463,7 +1462,9 @@ struct Ctx {
       tick(13, t0);
       const int p2 = p1 + nr1;
       const int nr2 = nr1 > 0 && p2 < npairs ? seg_chunk(p2, npairs, nx, by_nx, rows, ncol) : 0;
-      // finishing of chunk i: K-split sums, bias, ReLU, residual (16-byte loads and stores)
+      // finishing of chunk i: K-split sums, bias, ReLU, residual (16-byte loads and stores;
+      // a lambda, called once below: written inline the pipelined instance compiled to
+      // other code, not measured)
       auto finish = [&]() {
         const int j0 = by_nx.div(p0);
         for (int e = threadIdx.x; e < nr * CQ; e += nthreads) {
