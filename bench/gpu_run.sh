@@ -100,6 +100,9 @@ elif [ -n "$BENCH_BIN" ]; then
     timeout 60 "$BENCH_BIN" $cfg cuda >> "$OUT/micro.log" 2>&1
   done
   timeout 30 "$BENCH_BIN" 6 6 10 32 256 cpu >> "$OUT/micro.log" 2>&1
+  # the TF32 chunk product on wgmma vs mma.sync's ceiling (sm_90a builds only)
+  MMA_BIN=$(find build -name naqs_bench_mma -type f 2>/dev/null | head -1)
+  [ -n "$MMA_BIN" ] && timeout 30 "$MMA_BIN" >> "$OUT/micro.log" 2>&1
   cat "$OUT/micro.log"
 else
   echo "no microbenchmark binary" | tee -a "$SUMMARY"

@@ -24,21 +24,23 @@ from ncu_lines import function_of
 # The functions run per chunk or per k-step (the rest run per tile, pass or row).
 HOT = ("product", "product_mma", "product_tf32_regs", "mma_tf32", "rna_bits", "to_tf32", "load_b_regs",
        "gather", "gather_seg", "cp_async", "bias_relu", "bias_relu4", "store_mma_partials", "load4_sh",
-       "store4_sh", "div")
+       "store4_sh", "div", "gather_wg", "round_wg", "finish_wg", "wg_multiply", "wg_keep", "wg_copy",
+       "wg_chunk_mmas")
 
 
 def instance(symbol: str) -> str:
     """walk<dtype,threads,channels,math[,bulk][,pipe]> from a mangled walk_kernel symbol
     (",bulk": the instance that stages its weights by bulk copies, Ctx::kBulkW; ",pipe": the
-    pipelined segment passes, Ctx::pass_seg_pipe); legacy<dtype> for the first kernel
+    pipelined segment passes, Ctx::pass_seg_pipe; ",wg": their wgmma passes, Ctx::pass_seg_wg); legacy<dtype> for the first kernel
     (walker_legacy.cu)."""
-    m = re.search(r"walk_kernelI(\w)Li(\d+)ELi(\d+)ELi(\d+)E(?:Lb(\d)E)?(?:Lb(\d)E)?", symbol)
+    m = re.search(r"walk_kernelI(\w)Li(\d+)ELi(\d+)ELi(\d+)E(?:Lb(\d)E)?(?:Lb(\d)E)?(?:Lb(\d)E)?", symbol)
     if not m:
         legacy = re.search(r"walk_kernelI(\w)E", symbol)
         return f"legacy<{legacy.group(1)}>" if legacy else symbol
     bulk = ",bulk" if m.group(5) == "1" else ""
     pipe = ",pipe" if m.group(6) == "1" else ""
-    return f"walk<{m.group(1)},{m.group(2)},{m.group(3)},{m.group(4)}{bulk}{pipe}>"
+    wg = ",wg" if m.group(7) == "1" else ""
+    return f"walk<{m.group(1)},{m.group(2)},{m.group(3)},{m.group(4)}{bulk}{pipe}{wg}>"
 
 
 def spills(sass_path: str, source: str) -> dict[str, collections.Counter]:

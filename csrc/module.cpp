@@ -25,7 +25,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #ifdef NAQS_WITH_CUDA
     info["cuda"] = true;
     info["cuda_arch"] = std::string(NAQS_CUDA_ARCH_STR);
+#ifdef NAQS_WGMMA
+    info["cuda_wgmma"] = true;  // built for sm_90a: the TF32 row walks' wgmma passes
 #else
+    info["cuda_wgmma"] = false;
+#endif
+#else
+    info["cuda_wgmma"] = false;
     info["cuda"] = false;
     info["cuda_arch"] = std::string("");
 #endif
@@ -34,6 +40,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     for (auto& entry : naqs::registrars()) ops.append(std::string(entry.first));
     info["op_groups"] = ops;
     return info;
-  }, "What this build of naqs._C contains: CUDA or not, CUDA arch, torch version, op groups.");
+  }, "What this build of naqs._C contains: CUDA or not, CUDA arch, wgmma (sm_90a), torch version, op groups.");
   for (auto& entry : naqs::registrars()) entry.second(m);
 }

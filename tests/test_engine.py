@@ -426,6 +426,9 @@ def test_tensor_core_math(device, monkeypatch, math_mode, tol):
     model = _model(9, 6, 3, 32, torch.float32, device, None, scale=0.3)
     ham = TransverseFieldIsing(square(9, 6), gamma=1.0)
     spins, log_psi = exact_sample(model, 40, uniforms=_uniforms(40, 54, device))
+    # (the mma.sync products: the wgmma passes round and sum the same operands in their own
+    # order, test_tf32_wgmma_passes)
+    monkeypatch.setenv("NAQS_PIXELCNN_WGMMA", "0")
     for threads in ("256", "512"):
         monkeypatch.setenv("NAQS_PIXELCNN_THREADS", threads)
         monkeypatch.delenv("NAQS_PIXELCNN_SEGMENTS", raising=False)
@@ -460,6 +463,7 @@ def test_tf32_overlapped_passes_agree(device, monkeypatch, capfd):
         for key in ("NAQS_PIXELCNN_OVERLAP", "NAQS_PIXELCNN_BLOCK0", "NAQS_PIXELCNN_TILE"):
             monkeypatch.delenv(key, raising=False)
         monkeypatch.setenv("NAQS_PIXELCNN_TILE", "64")
+        monkeypatch.setenv("NAQS_PIXELCNN_WGMMA", "0")  # pass_seg_pipe, not the wgmma passes
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         monkeypatch.setenv("NAQS_PIXELCNN_PROFILE", "1")
@@ -480,6 +484,67 @@ def test_tf32_overlapped_passes_agree(device, monkeypatch, capfd):
     _assert_connected_close(c_new, c_old, 0.0, 1e-5)
     _, _, c128 = walks(NAQS_PIXELCNN_TILE="128")
     _assert_connected_close(c128, c_new, 0.0, 1e-5)
+
+
+@pytest.mark.parametrize("lx,ly,blocks", [(9, 6, 3), (12, 5, 4), (1, 7, 3), (23, 3, 2)])
+def test_tf32_wgmma_passes(device, monkeypatch, capfd, lx, ly, blocks):
+    """On an sm_90a build and a 9.0 GPU the TF32 row walks of 32-channel networks run
+    their blocks l > 0 on wgmma (pass_seg_wg: 64-row chunks of segment columns, the two
+    warpgroups' halves of K through an exchange), block 0 as in the pipelined passes.
+    Log psi, connected log psi (single flips of every site and pairs: light cones of all
+    widths, chunks that span jobs, one-column lattices) and local energies are TF32
+    evaluations: they stay as close to float64 as the pipelined passes'
+    (NAQS_PIXELCNN_WGMMA=0), within 3x of their error, and the profile line says
+    which ran."""
+    if device.type != "cuda":
+        pytest.skip("a CUDA kernel")
+    info = ops.build_info()
+    if not info.get("cuda_wgmma") or torch.cuda.get_device_capability(device) != (9, 0):
+        pytest.skip("wgmma passes need an sm_90a build on a 9.0 GPU")
+    monkeypatch.setenv("NAQS_PIXELCNN_MATH", "tf32")
+    model = _model(lx, ly, blocks, 32, torch.float32, device, None, scale=0.3)
+    model64 = _model(lx, ly, blocks, 32, torch.float64, device, None, scale=0.3)
+    model64.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
+    n = model.n_sites
+    spins, _ = model.sample_reference(150, uniforms=_uniforms(150, n, device))
+    flips, counts = _mixed_flips(150, n, device, torch.Generator().manual_seed(7))
+    lp64 = ops.pixelcnn_log_psi_kernel(model64, spins)
+    c64 = ops.connected_log_psi(model64, spins, flips, counts)
+
+    def walks(wgmma):
+        monkeypatch.setenv("NAQS_PIXELCNN_WGMMA", wgmma)
+        monkeypatch.setenv("NAQS_PIXELCNN_PROFILE", "1")
+        capfd.readouterr()
+        ops.pixelcnn_log_psi_kernel(model, spins[:4])
+        profile = capfd.readouterr().err
+        monkeypatch.delenv("NAQS_PIXELCNN_PROFILE")
+        return profile, ops.pixelcnn_log_psi_kernel(model, spins), ops.connected_log_psi(model, spins, flips, counts)
+
+    prof_wg, lp_wg, c_wg = walks("1")
+    prof_pipe, lp_pipe, c_pipe = walks("0")
+    assert "threads=256 pipe=2" in prof_wg
+    assert "threads=256 pipe=1" in prof_pipe
+    err_wg = (lp_wg - lp64).abs().max().item()
+    err_pipe = (lp_pipe - lp64).abs().max().item()
+    assert err_wg <= 3 * err_pipe + 1e-5, (err_wg, err_pipe)
+    fin = torch.isfinite(c64.real)
+    assert torch.equal(fin, torch.isfinite(c_wg.real))
+    cerr_wg = (c_wg[fin] - c64[fin]).abs().max().item()
+    cerr_pipe = (c_pipe[fin] - c64[fin]).abs().max().item()
+    assert cerr_wg <= 3 * cerr_pipe + 1e-5, (cerr_wg, cerr_pipe)
+    # local energies (Ising) against float64: as close as the pipelined passes' (both TF32
+    # evaluations: at scale 0.3, ~1e-3 relative, see docs/engine.md, Precision)
+    ham = TransverseFieldIsing(square(lx, ly), gamma=1.0)
+    e_ref = local_energy(model64, ham, spins)
+
+    def e_err(wgmma):
+        monkeypatch.setenv("NAQS_PIXELCNN_WGMMA", wgmma)
+        e = local_energy(model, ham, spins)
+        return ((e - e_ref).abs() / e_ref.abs().clamp_min(1e-12)).max().item()
+
+    e_wg, e_pipe = e_err("1"), e_err("0")
+    assert e_wg <= 3 * e_pipe + 1e-6, (e_wg, e_pipe)
+    assert e_wg < 1e-2, e_wg
 
 
 def test_tf32_long_lattice_without_pipelined_passes(device, monkeypatch, capfd):

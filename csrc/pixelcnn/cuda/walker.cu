@@ -44,11 +44,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../conditional.h"
 #include "../cone.h"
 #include "walker_cuda.h"
+#include "wgmma.cuh"
 
 namespace naqs {
 namespace pixelcnn {
@@ -108,6 +110,20 @@ __host__ __device__ inline size_t pipe_region_elems(int rows, int xs_stride, int
   const size_t win = size_t(rows) * xs_stride + size_t(9) * (1 + C) * (C + 8);
   return seg > win ? seg : win;
 }
+
+// kWG instance (Ctx::pass_seg_wg: the TF32 row passes of blocks l > 0 on wgmma). A chunk is
+// up to kWgRows m-rows: segment columns, one m-row per column whose window starts there
+// (the last 2 of each job's columns start no window: their rows are computed and
+// dropped). Shared memory, from the start of the dynamic region: the pass's weights
+// [K / 4][C][4] (h: K = 576) and two A buffers [part][dy][channel quad][kWgSL][4].
+constexpr int kWgRows = 64;                     // wgmma's M
+constexpr int kWgCols = kWgRows + 2;            // segment columns of a chunk
+constexpr int kWgSL = 66;                       // column slots of a plane
+constexpr int kWgPlane = kWgSL * 4;             // floats of one channel-quad plane
+constexpr int kWgABuf = 2 * 3 * 8 * kWgPlane;   // floats of one A buffer (2 parts x 3 rows x 8 quads)
+constexpr int kWgBElems = 18 * 32 * 32;         // the h pass's weights (32 channels)
+constexpr int kWgPacked = 27 * 32 * 32;         // packed weights of one block l > 0 (h, then v)
+__host__ __device__ inline size_t wg_region_elems() { return size_t(kWgBElems) + 2 * kWgABuf; }
 
 // Sites per chunk of the row walk's output phase (Ctx::row_out) and the elements of its
 // raw-output buffer: kOutChunk sites for tiles of up to kMaxRows jobs, fewer for larger
@@ -220,9 +236,9 @@ __device__ __forceinline__ void cp_async_wait_1() { asm volatile("cp.async.wait_
 // copy engine (one instruction where cp.async takes one per 16 bytes and thread), with
 // its completion counted in bytes on an mbarrier of one arrival per phase (the issuing
 // thread's, which announces the bytes); the waiting threads spin on the phase parity.
+__device__ __forceinline__ unsigned smem_u32(const void* p) { return unsigned(__cvta_generic_to_shared(p)); }
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define NAQS_BULK_COPY 1
-__device__ __forceinline__ unsigned smem_u32(const void* p) { return unsigned(__cvta_generic_to_shared(p)); }
 __device__ __forceinline__ void mbar_init(unsigned long long* bar) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n"
                "fence.mbarrier_init.release.cluster;\n" ::"r"(smem_u32(bar))
@@ -278,7 +294,8 @@ enum Math : int { kFFMA = 0, k3xTF32 = 1, kTF32 = 2 };
 // network allows it (float, weights in shared memory, 8 | C <= 32), else kFFMA.
 // kBulkW: the pass's weights staged by one bulk copy (stage_weights; see kernel_for for
 // the instances that do).
-template <typename T, int kMath = kFFMA, int kThr = 512, int kCC = 0, bool kBulkW = false, bool kPipe = false>
+template <typename T, int kMath = kFFMA, int kThr = 512, int kCC = 0, bool kBulkW = false, bool kPipe = false,
+          bool kWG = false>
 struct Ctx {
   Dims d;
   Weights<T> w;
@@ -306,6 +323,12 @@ struct Ctx {
   T* red;          // [ks][rows4][C4]      partial sums of the K slices
   T* red_b = nullptr;  // kPipe: the second K-split buffer (pass_seg_pipe)
   int block0_seg = 1;  // kPipe: block 0 by pass_seg_pipe and pass_v0 (0: windows, A/B)
+  // kWG (pass_seg_wg): the pass's weights and the two A buffers (shared memory) and every
+  // block's weights in the wgmma layout (global, walk()'s packing)
+  float* wg_b = nullptr;
+  float* wg_a = nullptr;
+  const float* wg_w = nullptr;
+  int wg_round = 1;  // kWG: round the copied operands to TF32 (round_wg; 0: A/B of its cost)
   T* hcur;         // [tile][C]            h_{L-1} at the current site (kSample; else empty)
   T* wsm;          // [Kmax][WS]           the pass's weights (null: read them from global)
   T* raw;          // [tile][out_chunk][4] raw outputs of a chunk of a row (row walk)
@@ -1006,10 +1029,18 @@ struct Ctx {
                        int next_l = -1, bool prefetched = false, bool prefetch = false) const {
     // (not for the sampler's prefetching single-position passes: their windows are in
     // the tap-by-tap layout, and the next pass relies on them)
+    // (kWG: the row walk calls pass_seg_wg itself for blocks l > 0, so that no wgmma is
+    // inside a function it calls: pass() is not inlined into every caller, and wgmma
+    // across a call is serialized and spilled)
+    if constexpr (kWG) {
+      if (l > 0) __trap();
+    }
     if constexpr (kPipe) {  // blocks l > 0; block 0: v_0 directly, h_0 by the windows below
-      if (l > 0) {
-        pass_seg_pipe(is_h, l, y, xb, xe);
-        return;
+      if constexpr (!kWG) {
+        if (l > 0) {
+          pass_seg_pipe(is_h, l, y, xb, xe);
+          return;
+        }
       }
       if (block0_seg && !is_h) {
         long long t0 = prof && threadIdx.x == 0 ? clock64() : 0;
@@ -1508,6 +1539,207 @@ struct Ctx {
     tick(14, t0);
   }
 
+  // ---- wgmma segment passes (kWG: the 256-thread 32-channel TF32 instance of the row
+  // walks, blocks l > 0). The pipelined passes above spend a chunk's time on the MMAs'
+  // operand loads and on issuing copies and K-split sums from the same warps. Here the
+  // tensor cores read both operands from shared memory on their own (wgmma, sm_90a; run
+  // 108 measured 64 x 32 x 576 chunk products at 80% of the TF32 ceiling), and the two
+  // warpgroups split the work, not K: warpgroup 0 multiplies a chunk (all of K into 16
+  // accumulators a thread) and finishes it from its registers, while warpgroup 1 copies
+  // the next chunk; one barrier a chunk, no K-split sums, no B fragments in registers. A
+  // chunk is up to 64 m-rows (segment columns) instead of 32 pairs. The buffer layout
+  // (wgmma.cuh) keeps the window views: m-row r, tap (dy, dx) is column r + dx of row
+  // dy, i.e. the descriptor's start moved by dx x 16 bytes.
+
+  // Copies the segments of pairs p0 .. p0+nr-1 (same columns as gather_seg) into buf in
+  // the wgmma layout: one thread per 64-byte piece (16 channels of one part of one
+  // column), 4 copies into 4 channel-quad planes.
+  __device__ __forceinline__ void gather_wg(bool is_h, int xb, int nx, const FastDiv& by_nx, const FastDiv& by_nx2, int p0, int nr,
+                            float* buf, int tid, int nthr) const {
+    constexpr int C = kCC;
+    const int j0 = by_nx.div(p0), q0 = p0 - j0 * nx;
+    const int n0 = min(nx - q0, nr);
+    const int ncols = nr + 2 * (by_nx.div(p0 + nr - 1) - j0 + 1);
+    const int lg = is_h ? 2 : 1;  // pieces a column: (part, half) for h, half for v
+    const int total = (3 * ncols) << lg;
+    const int x_first = xb + q0 - (is_h ? 2 : 1);
+#pragma unroll 1
+    for (int e = tid; e < total; e += nthr) {
+      const int rest = e >> lg, pc = e - (rest << lg), part = pc >> 1, half = pc & 1;
+      const int dy = (rest >= ncols) + (rest >= 2 * ncols), sc = rest - dy * ncols;
+      int jj = 0, xx = x_first + sc;
+      if (sc >= n0 + 2) {
+        const int t = sc - (n0 + 2);
+        jj = 1 + by_nx2.div(t);
+        xx = xb - (is_h ? 2 : 1) + (t - (jj - 1) * (nx + 2));
+      }
+      const RowSrc<T>& rs = rsrc[((j0 + jj) * 3 + dy) * 2 + part];
+      const T* src = nullptr;
+      if (rs.ring && xx >= 0 && (is_h || xx < d.lx))
+        src = (rs.store && !in_cols(rs.cols, xx) ? rs.store : rs.ring) + xx * C + half * 16;
+      float* dst = buf + (((part * 3 + dy) * 8 + half * 4) * kWgSL + sc) * 4;
+#pragma unroll
+      for (int u = 0; u < 4; ++u) cp_async<16>(dst + u * kWgPlane, src ? src + u * 4 : nullptr, w.bo);
+    }
+  }
+
+  // Rounds the pieces this thread copied for pairs p0 .. p0+nr-1 (gather_wg's loop with
+  // the same tid, nthr) to TF32, after its cp.async.wait: the MMAs ignore the low 13
+  // bits, and truncated operands shift every product toward zero (local energies 4.9e-3
+  // from the other TF32 paths at 9x6/3/scale 0.3, run 109); rounded, they take what the
+  // mma.sync products take (rna_bits).
+  __device__ __forceinline__ void round_wg(bool is_h, int nx, const FastDiv& by_nx, int p0, int nr, float* buf, int tid,
+                           int nthr) const {
+    const int j0 = by_nx.div(p0);
+    const int ncols = nr + 2 * (by_nx.div(p0 + nr - 1) - j0 + 1);
+    const int lg = is_h ? 2 : 1;
+    const int total = (3 * ncols) << lg;
+#pragma unroll 1
+    for (int e = tid; e < total; e += nthr) {
+      const int rest = e >> lg, pc = e - (rest << lg), part = pc >> 1, half = pc & 1;
+      const int dy = (rest >= ncols) + (rest >= 2 * ncols), sc = rest - dy * ncols;
+      float* dst = buf + (((part * 3 + dy) * 8 + half * 4) * kWgSL + sc) * 4;
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        float4 v = *reinterpret_cast<const float4*>(dst + u * kWgPlane);
+        v.x = tf32_round(v.x);
+        v.y = tf32_round(v.y);
+        v.z = tf32_round(v.z);
+        v.w = tf32_round(v.w);
+        *reinterpret_cast<float4*>(dst + u * kWgPlane) = v;
+      }
+    }
+  }
+
+  // A chunk's k-steps, all of K: step i = (tap, part, quad pair kq) with 8 (h) or 4 (v)
+  // k-steps a tap; A: quad plane ((part 3 + dy) 8 + 2 kq) shifted dx columns, B: k quad
+  // (tap cin + part C + 8 kq) / 4; offsets in 16-byte units, compile-time constants
+  // added inside each instruction's block (computed ahead by the compiler, a chunk's
+  // descriptors took 144 registers and spilled the accumulators).
+  template <bool kH, int... I>
+  __device__ __forceinline__ static void wg_chunk_mmas(float (&acc)[16], unsigned long long da0,
+                                                       unsigned long long db0, std::integer_sequence<int, I...>) {
+    constexpr int kKT = kH ? 8 : 4, kCin = kH ? 64 : 32;
+    (wgmma_m64n32k8_tf32_at<unsigned(((((I % kKT) / 4) * 3 + (I / kKT) / 3) * 8 + 2 * (I % 4)) * kWgSL + (I / kKT) % 3),
+                            unsigned(((I / kKT) * kCin / 4 + ((I % kKT) / 4) * 8 + 2 * (I % 4)) * 32)>(acc, da0, db0,
+                                                                                                   I > 0),
+     ...);
+  }
+
+  // Warpgroup 0's finishing of chunk (p0, nr) from its accumulators: bias, ReLU,
+  // residual (h_{l-1} or v_{l-1} at (y, x): row dy = 2 of part 0 of the chunk's A
+  // buffer, column r + res_dx), stores. m-row r -> (job, column) as gather_wg lays out
+  // the columns: the first job from q0, the next ones whole, 2 halo columns each; the
+  // other m-rows start no window.
+  __device__ __forceinline__ void finish_wg(int p0, int nr, int xb, int nx, const FastDiv& by_nx,
+                                            const FastDiv& by_nx2, int res_dx, const float* buf,
+                                            const float (&acc)[16], const T* bias) const {
+    constexpr int C = kCC;
+    const int lane = threadIdx.x & 31, tig = lane & 3, r0 = 16 * ((threadIdx.x >> 5) & 3) + (lane >> 2);
+    const int j0 = by_nx.div(p0), q0 = p0 - j0 * nx, n0 = min(nx - q0, nr);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = r0 + 8 * h;
+      int jj = 0, q = q0 + r;
+      bool ok = r < n0;
+      if (!ok) {
+        const int t = r - (n0 + 2);
+        if (t >= 0) {
+          jj = 1 + by_nx2.div(t);
+          q = t - (jj - 1) * (nx + 2);
+          ok = q < nx && n0 + (jj - 1) * nx + q < nr;
+        }
+      }
+      if (ok) {
+        T* out = orow[j0 + jj] + (xb + q) * C;
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) {
+          const int c = 8 * nt + 2 * tig;
+          const float2 b = *reinterpret_cast<const float2*>(bias + c);
+          const float2 res =
+              *reinterpret_cast<const float2*>(buf + ((2 * 8 + (c >> 2)) * kWgSL + r + res_dx) * 4 + (c & 3));
+          float z0 = acc[4 * nt + 2 * h] + b.x, z1 = acc[4 * nt + 2 * h + 1] + b.y;
+          z0 = (z0 > 0.f ? z0 : 0.f) + res.x;
+          z1 = (z1 > 0.f ? z1 : 0.f) + res.y;
+          *reinterpret_cast<float2*>(out + c) = make_float2(z0, z1);
+        }
+      }
+    }
+  }
+
+  template <bool kH>
+  __device__ void pass_seg_wg(int l, int y, int xb, int xe) const {
+    constexpr int C = kCC, kCin = kH ? 2 * C : C;
+    static_assert(kCC == 32 && kThr == 256, "the wgmma passes are specialized for 32 channels, two warpgroups");
+    const float* Wp = wg_w + int64_t(l - 1) * kWgPacked + (kH ? 0 : 18 * C * C);
+    const T* bias = (kH ? w.bh : w.bv) + int64_t(l) * C;
+    const int nx = xe - xb, npairs = tile * nx;
+    const FastDiv by_nx(nx, npairs + 2), by_nx2(nx + 2, npairs + 2 * tile);
+    // warpgroup 0 multiplies and finishes, 1 copies (the index through a shuffle: the
+    // compiler then knows it warp-uniform, else it may serialize the branch's MMAs)
+    const bool mma_wg = __shfl_sync(0xffffffffu, int(threadIdx.x >> 7), 0) == 0;
+    long long t0 = prof && threadIdx.x == 0 ? clock64() : 0;
+    pass_tables(kH, l, y);
+    // the pass's weights (packed and rounded to TF32 by walk()), with chunk 0's copies;
+    // the previous pass's last MMAs were waited for before its final barrier
+    constexpr int kBUnits = 9 * kCin * C / 4;
+    for (int e = threadIdx.x; e < kBUnits; e += nthreads) cp_async<16>(wg_b + 4 * e, Wp + 4 * e, w.bo);
+    __syncthreads();
+    tick(15, t0);
+    int p0 = 0, nr = seg_chunk(0, npairs, nx, by_nx, kWgRows, kWgCols);
+    gather_wg(kH, xb, nx, by_nx, by_nx2, 0, nr, wg_a, threadIdx.x, nthreads);
+    cp_async_commit();
+    cp_async_wait_all();
+    if (wg_round) round_wg(kH, nx, by_nx, 0, nr, wg_a, threadIdx.x, nthreads);
+    fence_proxy_async_shared();
+    __syncthreads();
+    tick(6, t0);
+    // descriptors: A [part][dy][quad][slot], leading offset one quad plane, stride 8
+    // slots; B [K / 4][C][4], leading offset one k quad (C x 16 bytes), stride 8 n
+    const unsigned long long db0 = wgmma_desc(smem_u32(wg_b), C * 16, 128);
+    int cur = 0;
+    // Each chunk: warpgroup 0 multiplies it (all of K, 64 x 32 accumulators) and finishes
+    // it from its registers while warpgroup 1 copies (and rounds) the next chunk into the
+    // other buffer; one barrier a chunk, after which the next chunk is ready and this
+    // chunk's buffer free.
+    for (;;) {
+      float* buf = wg_a + cur * kWgABuf;
+      const int p1 = p0 + nr;
+      const int nr1 = p1 < npairs ? seg_chunk(p1, npairs, nx, by_nx, kWgRows, kWgCols) : 0;
+      if (mma_wg) {
+        const unsigned long long da0 = wgmma_desc(smem_u32(buf), kWgSL * 16, 128);
+        float acc[16];
+#pragma unroll
+        for (int i = 0; i < 16; ++i) acc[i] = 0.f;
+        wgmma_fence_regs(acc);
+        wgmma_fence();
+        wg_chunk_mmas<kH>(acc, da0, db0, std::make_integer_sequence<int, kH ? 72 : 36>{});
+        wgmma_commit();
+        wgmma_wait<0>();
+        wgmma_fence_regs(acc);
+        tick(9, t0);
+        finish_wg(p0, nr, xb, nx, by_nx, by_nx2, kH ? 2 : 1, buf, acc, bias);
+        tick(11, t0);
+      } else if (nr1 > 0) {
+        // the next chunk into the buffer chunk i-1 left (its finishing ended before the
+        // last barrier), rounded to TF32 once landed
+        float* nbuf = wg_a + (cur ^ 1) * kWgABuf;
+        gather_wg(kH, xb, nx, by_nx, by_nx2, p1, nr1, nbuf, threadIdx.x - 128, 128);
+        cp_async_commit();
+        cp_async_wait_all();
+        if (wg_round) round_wg(kH, nx, by_nx, p1, nr1, nbuf, threadIdx.x - 128, 128);
+        fence_proxy_async_shared();
+      }
+      if (prof && threadIdx.x == 0) prof[5] += 1;
+      __syncthreads();
+      tick(14, t0);
+      if (nr1 == 0) break;
+      p0 = p1;
+      nr = nr1;
+      cur ^= 1;
+    }
+  }
+
   // The conditional of site i for member m from its raw outputs; returns nothing,
   // updates m (and the spins / prefix sums).
   __device__ void site_out(Member<T>& m, const WalkArgs<T>& a, int i, const T* raw) const {
@@ -1587,7 +1819,7 @@ struct Ctx {
 // constants (shifts instead of integer divisions, immediate offsets, fewer registers);
 // kCC = 0: any channel count. kPipe: the pipelined segment passes (Ctx::pass_seg_pipe;
 // the 256-thread 32-channel TF32 row walks only).
-template <typename T, int kThr, int kCC, int kMath, bool kBulkW = false, bool kPipe = false>
+template <typename T, int kThr, int kCC, int kMath, bool kBulkW = false, bool kPipe = false, bool kWG = false>
 __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lattice and network sizes
                                                         Weights<T> w,      // kernel layout, see walker.h
                                                         WalkArgs<T> a,     // inputs/outputs of the mode
@@ -1596,7 +1828,8 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
                                                         T* __restrict__ ring,         // [grid][tile][2][L][3][Lx][C]
                                                         int8_t* __restrict__ confs,   // [grid][tile][N]
                                                         unsigned long long* __restrict__ tiles_taken,  // zeroed
-                                                        long long* __restrict__ prof)  // [grid][kProfSlots] or null
+                                                        long long* __restrict__ prof,  // [grid][kProfSlots] or null
+                                                        const float* __restrict__ wg_w)  // kWG: packed weights, else null
 {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   Dims d = d_in;
@@ -1606,7 +1839,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   }
   const int C = d.channels, N = d.n_sites, L = d.blocks;
   const int kmax = max(18 * C, 9 * (1 + C));
-  using Cx = Ctx<T, kMath, kThr, kCC, kBulkW, kPipe>;
+  using Cx = Ctx<T, kMath, kThr, kCC, kBulkW, kPipe, kWG>;
   Cx cx;
   cx.d = d;
   cx.w = w;
@@ -1640,7 +1873,8 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
                 ? rows * xs_stride / (6 * (2 * C + Cx::kSegPad))
                 : 0;
   if (cx.ncol < 8) cx.ncol = 0;
-  // product_flags (walk()): bit 0 wide vertical chunks, bits 1-2 the tile map, bit 5
+  // product_flags (walk()): bit 0 wide vertical chunks, bits 1-2 the tile map, bit 6 the
+  // wgmma passes' operands unrounded, bit 5
   // block 0 of the pipelined passes by windows
   if constexpr (kPipe) {
     cx.block0_seg = !((product_flags >> 5) & 1);
@@ -1669,6 +1903,15 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
     cx.xs = cx.red + redn;
     cx.red_b = cx.xs + size_t(9) * cx.ncol * (2 * C + kPipeSegPad);
     cx.hcur = cx.xs + pipe_region_elems(rows, xs_stride, C, redn);
+    if constexpr (kWG) {
+      // the wgmma passes' region overlays block 0's (passes run one after the other)
+      cx.wg_b = reinterpret_cast<float*>(smem_raw);
+      cx.wg_a = cx.wg_b + kWgBElems;
+      cx.wg_w = wg_w;
+      cx.wg_round = !((product_flags >> 6) & 1);
+      T* const wg_end = reinterpret_cast<T*>(smem_raw) + wg_region_elems();
+      if (wg_end > cx.hcur) cx.hcur = wg_end;
+    }
   } else {
     cx.xs = reinterpret_cast<T*>(smem_raw);
     cx.red = cx.xs + size_t(rows) * xs_stride;
@@ -1710,9 +1953,12 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   // The product reads whole 4-k groups of xs rows: keep the padding finite (zeros).
   // (kPipe: the whole buffer region, none of it read before it is written, all of it
   // finite)
-  const int n_zero = kPipe ? int(pipe_region_elems(rows, xs_stride, C, red_elems(kThr, rows, d.c4, true)))
-                           : rows * xs_stride;
-  for (int e = threadIdx.x; e < n_zero; e += blockDim.x) cx.xs[e] = T(0);
+  // (kWG: from the start, the exchange and weights included)
+  T* const zero_from = kWG ? reinterpret_cast<T*>(smem_raw) : cx.xs;
+  const int n_zero = kWG     ? int(cx.hcur - zero_from)
+                     : kPipe ? int(pipe_region_elems(rows, xs_stride, C, red_elems(kThr, rows, d.c4, true)))
+                             : rows * xs_stride;
+  for (int e = threadIdx.x; e < n_zero; e += blockDim.x) zero_from[e] = T(0);
 
   // Tiles: CTA b takes tile b first, then the next one not yet taken (an atomic counter,
   // in index order). The local-energy jobs are sorted by their first flip, so tiles get
@@ -1852,8 +2098,18 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
           int lo, hi;
           cx.pass_cols(q, lo, hi);
           // (kPipe: no pass stages the next one's weights, see pass_seg_pipe)
-          cx.pass(!(q & 1), (q >> 1) % L, y, lo, hi + 1, false, staged, qn >= 0 && !(qn & 1),
-                  qn >= 0 && !kPipe ? (qn >> 1) % L : -1);
+          const int l = (q >> 1) % L;
+          bool done = false;
+          if constexpr (kWG) {  // blocks l > 0 of the wgmma instance (see pass())
+            if (l > 0) {
+              if (!(q & 1)) cx.template pass_seg_wg<true>(l, y, lo, hi + 1);
+              else cx.template pass_seg_wg<false>(l, y, lo, hi + 1);
+              done = true;
+            }
+          }
+          if (!done)
+            cx.pass(!(q & 1), l, y, lo, hi + 1, false, staged, qn >= 0 && !(qn & 1),
+                    qn >= 0 && !kPipe ? (qn >> 1) % L : -1);
           staged = qn >= 0 && !kPipe;
           q = qn;
         }
@@ -1885,6 +2141,24 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
   if (cx.prof && threadIdx.x == 0) {
     cx.prof[4] += clock64();
     for (int q = 0; q < kProfSlots; ++q) prof[kProfSlots * blockIdx.x + q] = prof_sh[q];
+  }
+}
+
+// Every block l > 0's weights of a 32-channel float network in pass_seg_wg's layout:
+// block l - 1 at kWgPacked (l - 1), h ([18 C][C] -> [18 C / 4][C][4]) then v ([9 C][C]
+// -> [9 C / 4][C][4]), each value rounded to TF32 (the MMAs ignore the low bits).
+__global__ void pack_wg_weights(const float* __restrict__ wh, const float* __restrict__ wv, int blocks,
+                                float* __restrict__ out) {
+  constexpr int C = 32, kHElems = 18 * C * C;
+  const int64_t n = int64_t(blocks - 1) * kWgPacked;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t l1 = i / kWgPacked;
+    int e = int(i - l1 * kWgPacked);
+    const bool h = e < kHElems;
+    if (!h) e -= kHElems;
+    const int k = (e >> 7) * 4 + (e & 3), o = (e >> 2) & (C - 1);
+    const float v = h ? wh[(l1 * 18 * C + k) * C + o] : wv[(l1 * 9 * C + k) * C + o];
+    out[i] = tf32_round(v);
   }
 }
 
@@ -1923,10 +2197,14 @@ bool bulk_weights() {
   return !(env && env[0] == '0');
 }
 
+// pipe: Plan::pipe (1: pass_seg_pipe, 2: pass_seg_wg, compiled only for sm_90a).
 template <typename T>
-auto kernel_for(int threads, int channels, int math, bool pipe = false) {
+auto kernel_for(int threads, int channels, int math, int pipe = 0) {
   const bool c32 = specialized(channels, math);
   if constexpr (sizeof(T) == 4) {
+#ifdef NAQS_WGMMA
+    if (pipe == 2 && threads == 256 && math == kTF32 && c32) return walk_kernel<T, 256, 32, kTF32, false, true, true>;
+#endif
     if (pipe && threads == 256 && math == kTF32 && c32) return walk_kernel<T, 256, 32, kTF32, false, true>;
     if (threads == 512 && math == k3xTF32)
       return c32 ? walk_kernel<T, 512, 32, k3xTF32> : walk_kernel<T, 512, 0, k3xTF32>;
@@ -1945,13 +2223,14 @@ int xs_stride_of(const Dims& d) {
 }
 
 size_t smem_bytes(const Dims& d, int tile, int rows, size_t elem, size_t member, bool w_shared, int threads,
-                  bool b_regs, bool sample, bool pipe = false) {
+                  bool b_regs, bool sample, int pipe = 0) {
   const int kmax = std::max(18 * d.channels, 9 * (1 + d.channels));
   size_t n = size_t(rows) * xs_stride_of(d);                      // xs
   n += size_t(red_elems(threads, rows, d.c4, b_regs));               // red
   if (pipe)  // red, then the segment buffers, red_b and block 0's weights (walk_kernel)
     n = size_t(red_elems(threads, rows, d.c4, true)) +
         pipe_region_elems(rows, xs_stride_of(d), d.channels, red_elems(threads, rows, d.c4, true));
+  if (pipe == 2) n = std::max(n, wg_region_elems());  // the wgmma passes' region overlays it
   n += (sample ? size_t(tile) * d.channels : 0) + size_t(raw_elems(tile));  // hcur, raw
   size_t bytes = (n * elem + 15) & ~size_t(15);
   if (w_shared && !pipe) bytes += size_t(kmax) * (d.c4 + 8) * elem;
@@ -2003,6 +2282,17 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   const char* pl_env = std::getenv("NAQS_PIXELCNN_PIPELINE");
   p.pipe = b_regs && p.threads == 256 && mode >= 0 && mode != kSample && !(ov_env && ov_env[0] == '0') &&
            !(sg_env && sg_env[0] == '0') && !(pl_env && pl_env[0] == '1');
+  // ... or, on request (NAQS_PIXELCNN_WGMMA=1), on wgmma (pass_seg_wg) where this build
+  // has it and the GPU is a 9.0 one: not the default, slower at 12x12 (runs 109-113)
+#ifdef NAQS_WGMMA
+  if (p.pipe) {
+    const char* wg_env = std::getenv("NAQS_PIXELCNN_WGMMA");
+    int major = 0, minor = 0;
+    if ((err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev)) != cudaSuccess) return err;
+    if ((err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev)) != cudaSuccess) return err;
+    if (major == 9 && minor == 0 && wg_env && wg_env[0] == '1') p.pipe = 2;
+  }
+#endif
   p.xs_stride = xs_stride_of(d);
   // Weights of the pass in shared memory when they fit (NAQS_PIXELCNN_WEIGHTS_SMEM=0
   // reads them from global memory instead); then the largest chunk that fits.
@@ -2026,6 +2316,11 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
     }
   };
   find_rows();
+  if (p.pipe == 2 && (!found || p.rows != kMaxRows)) {  // the wgmma region did not fit: pass_seg_pipe
+    p.pipe = 1;
+    found = false;
+    find_rows();
+  }
   // the pipelined passes need the full chunk (and with it their segment buffers of
   // pipe_ncol columns, which the kernel checks); a network too large for them takes the
   // instance before them
@@ -2036,7 +2331,7 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   }
   if (!found) return cudaErrorInvalidConfiguration;
   if (b_regs && !p.w_shared) return cudaErrorInvalidConfiguration;  // see pass_seg: no FFMA fallback
-  const auto kernel = kernel_for<T>(p.threads, d.channels, p.math, p.pipe != 0);
+  const auto kernel = kernel_for<T>(p.threads, d.channels, p.math, p.pipe);
   p.smem = smem_bytes(d, p.rows, p.rows, sizeof(T), sizeof(Member<T>), p.w_shared != 0, p.threads, b_regs, sample,
                       p.pipe);
   if ((err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(p.smem))) !=
@@ -2096,7 +2391,9 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   p.grid = int(grid < 1 ? 1 : grid);
   const size_t ring = size_t(2) * d.blocks * 3 * d.lx * d.channels * sizeof(T);
   const size_t conf = (size_t(d.n_sites) + 15) & ~size_t(15);
-  p.scratch_bytes = size_t(p.grid) * p.tile * (ring + conf) + 768;  // alignment, then the tile counter (walk)
+  // (pass_seg_wg: every block's weights in the wgmma layout after the confs, walk())
+  const size_t packed = p.pipe == 2 ? size_t(std::max(d.blocks - 1, 0)) * kWgPacked * sizeof(float) : 0;
+  p.scratch_bytes = size_t(p.grid) * p.tile * (ring + conf) + 768 + (packed ? packed + 512 : 0);  // alignment, then the tile counter (walk)
   *out = p;
   return cudaSuccess;
 }
@@ -2143,13 +2440,31 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   // NAQS_PIXELCNN_BLOCK0=window: block 0 of the pipelined passes by the window path (A/B)
   const char* b0_env = std::getenv("NAQS_PIXELCNN_BLOCK0");
   const int block0_window = b0_env && std::string(b0_env) == "window" ? 1 : 0;
-  const int product_flags = wide_v | tile_map << 1 | block0_window << 5;
+  // NAQS_PIXELCNN_WG_ROUND=0: the wgmma passes take the copied operands as they are (the
+  // MMAs truncate them to TF32; A/B of round_wg's cost, not the default)
+  const char* wr_env = std::getenv("NAQS_PIXELCNN_WG_ROUND");
+  const int wg_no_round = wr_env && wr_env[0] == '0' ? 1 : 0;
+  const int product_flags = wide_v | tile_map << 1 | block0_window << 5 | wg_no_round << 6;
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
-  const auto kernel = kernel_for<T>(p.threads, d.channels, math, p.pipe != 0);
+  const auto kernel = kernel_for<T>(p.threads, d.channels, math, p.pipe);
+  // pass_seg_wg reads every block's weights packed for wgmma ([K / 4][C][4] a branch,
+  // rounded to TF32 as the other TF32 products round them), after the confs
+  const float* wg_w = nullptr;
+  if constexpr (sizeof(T) == 4) {
+    if (p.pipe == 2 && d.blocks > 1) {
+      const size_t conf_bytes = size_t(p.grid) * p.tile * ((size_t(d.n_sites) + 15) & ~size_t(15));
+      const size_t off = ((ring_bytes + 255) & ~size_t(255)) + ((conf_bytes + 255) & ~size_t(255));
+      float* packed = reinterpret_cast<float*>(static_cast<unsigned char*>(scratch) + off);
+      const int64_t n = int64_t(d.blocks - 1) * kWgPacked;
+      pack_wg_weights<<<int(std::min<int64_t>((n + 255) / 256, 1024)), 256, 0, stream>>>(w.wh, w.wv, d.blocks, packed);
+      if ((err = cudaGetLastError()) != cudaSuccess) return err;
+      wg_w = packed;
+    }
+  }
   if (!(env && env[0] == '1')) {
     kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared,
                                                           pipeline, segments, prefetch, product_flags, ring, confs, tiles_taken,
-                                                          nullptr);
+                                                          nullptr, wg_w);
     return cudaGetLastError();
   }
   // Diagnostics: per-CTA clock64 counters of thread 0 (time in each phase, barrier
@@ -2159,7 +2474,7 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   if (err != cudaSuccess) return err;
   cudaMemsetAsync(prof, 0, sizeof(long long) * kProfSlots * p.grid, stream);
   kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared, pipeline,
-                                                segments, prefetch, product_flags, ring, confs, tiles_taken, prof);
+                                                segments, prefetch, product_flags, ring, confs, tiles_taken, prof, wg_w);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   std::vector<long long> h(size_t(kProfSlots) * p.grid);
   if ((err = cudaMemcpyAsync(h.data(), prof, h.size() * sizeof(long long), cudaMemcpyDeviceToHost, stream)) !=
