@@ -328,7 +328,11 @@ struct Ctx {
   float* wg_b = nullptr;
   float* wg_a = nullptr;
   const float* wg_w = nullptr;
-  int wg_round = 1;  // kWG: round the copied operands to TF32 (round_wg; 0: A/B of its cost)
+  // kWG: how the MMAs' operands become TF32 values (they ignore the 13 low mantissa bits):
+  // 2 every activation this instance stores is rounded to TF32 (so the copies are);
+  // 1 the copied operands are rounded in shared memory once landed (round_wg); 0 not
+  // at all (truncated: products biased toward zero; A/B only)
+  int wg_round = 2;
   T* hcur;         // [tile][C]            h_{L-1} at the current site (kSample; else empty)
   T* wsm;          // [Kmax][WS]           the pass's weights (null: read them from global)
   T* raw;          // [tile][out_chunk][4] raw outputs of a chunk of a row (row walk)
@@ -1131,6 +1135,9 @@ struct Ctx {
         T z = bias_relu(ks, rstride, r, o, bias);
         if (l > 0) z += xc[r * S + res_tap * cin + o];
         const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
+        if constexpr (kWG) {  // (block 0's h_0, read by block 1's wgmma passes)
+          if (wg_round == 2) z = tf32_round(z);
+        }
         store(is_h, l, y, x, mem[j], o, z);
         if (keep) hcur[j * C + o] = z;
         if (prefetch) xc[r * S + 8 * 2 * C + o] = z;  // tap 8, h_l part, of block l+1's window
@@ -1418,6 +1425,11 @@ struct Ctx {
       }
 #pragma unroll
       for (int q = 0; q < 4; ++q) z[q] = z[q] > T(0) ? z[q] : T(0);
+      if constexpr (kWG) {  // (v_0, read by block 1's wgmma passes)
+        if (wg_round == 2)
+#pragma unroll
+          for (int q = 0; q < 4; ++q) z[q] = tf32_round(z[q]);
+      }
       store4_sh(out_at(false, 0, y, x, m) + o, z);
     }
     __syncthreads();
@@ -1661,6 +1673,10 @@ struct Ctx {
           float z0 = acc[4 * nt + 2 * h] + b.x, z1 = acc[4 * nt + 2 * h + 1] + b.y;
           z0 = (z0 > 0.f ? z0 : 0.f) + res.x;
           z1 = (z1 > 0.f ? z1 : 0.f) + res.y;
+          if (wg_round == 2) {
+            z0 = tf32_round(z0);
+            z1 = tf32_round(z1);
+          }
           *reinterpret_cast<float2*>(out + c) = make_float2(z0, z1);
         }
       }
@@ -1690,7 +1706,7 @@ struct Ctx {
     gather_wg(kH, xb, nx, by_nx, by_nx2, 0, nr, wg_a, threadIdx.x, nthreads);
     cp_async_commit();
     cp_async_wait_all();
-    if (wg_round) round_wg(kH, nx, by_nx, 0, nr, wg_a, threadIdx.x, nthreads);
+    if (wg_round == 1) round_wg(kH, nx, by_nx, 0, nr, wg_a, threadIdx.x, nthreads);
     fence_proxy_async_shared();
     __syncthreads();
     tick(6, t0);
@@ -1727,7 +1743,7 @@ struct Ctx {
         gather_wg(kH, xb, nx, by_nx, by_nx2, p1, nr1, nbuf, threadIdx.x - 128, 128);
         cp_async_commit();
         cp_async_wait_all();
-        if (wg_round) round_wg(kH, nx, by_nx, p1, nr1, nbuf, threadIdx.x - 128, 128);
+        if (wg_round == 1) round_wg(kH, nx, by_nx, p1, nr1, nbuf, threadIdx.x - 128, 128);
         fence_proxy_async_shared();
       }
       if (prof && threadIdx.x == 0) prof[5] += 1;
@@ -1873,9 +1889,9 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
                 ? rows * xs_stride / (6 * (2 * C + Cx::kSegPad))
                 : 0;
   if (cx.ncol < 8) cx.ncol = 0;
-  // product_flags (walk()): bit 0 wide vertical chunks, bits 1-2 the tile map, bit 6 the
-  // wgmma passes' operands unrounded, bit 5
-  // block 0 of the pipelined passes by windows
+  // product_flags (walk()): bit 0 wide vertical chunks, bits 1-2 the tile map, bit 5
+  // block 0 of the pipelined passes by windows, bits 6-7 2 - the wgmma passes' rounding
+  // mode (Ctx::wg_round)
   if constexpr (kPipe) {
     cx.block0_seg = !((product_flags >> 5) & 1);
   }
@@ -1908,7 +1924,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
       cx.wg_b = reinterpret_cast<float*>(smem_raw);
       cx.wg_a = cx.wg_b + kWgBElems;
       cx.wg_w = wg_w;
-      cx.wg_round = !((product_flags >> 6) & 1);
+      cx.wg_round = 2 - ((product_flags >> 6) & 3);
       T* const wg_end = reinterpret_cast<T*>(smem_raw) + wg_region_elems();
       if (wg_end > cx.hcur) cx.hcur = wg_end;
     }
@@ -2440,11 +2456,12 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   // NAQS_PIXELCNN_BLOCK0=window: block 0 of the pipelined passes by the window path (A/B)
   const char* b0_env = std::getenv("NAQS_PIXELCNN_BLOCK0");
   const int block0_window = b0_env && std::string(b0_env) == "window" ? 1 : 0;
-  // NAQS_PIXELCNN_WG_ROUND=0: the wgmma passes take the copied operands as they are (the
-  // MMAs truncate them to TF32; A/B of round_wg's cost, not the default)
+  // NAQS_PIXELCNN_WG_ROUND=1: the wgmma passes round their copied operands in shared
+  // memory (round_wg) instead of storing rounded activations (default 2); 0: not at all,
+  // the MMAs truncate them (A/B only)
   const char* wr_env = std::getenv("NAQS_PIXELCNN_WG_ROUND");
-  const int wg_no_round = wr_env && wr_env[0] == '0' ? 1 : 0;
-  const int product_flags = wide_v | tile_map << 1 | block0_window << 5 | wg_no_round << 6;
+  const int wg_round_off = wr_env && (wr_env[0] == '0' || wr_env[0] == '1') ? 2 - (wr_env[0] - '0') : 0;
+  const int product_flags = wide_v | tile_map << 1 | block0_window << 5 | wg_round_off << 6;
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
   const auto kernel = kernel_for<T>(p.threads, d.channels, math, p.pipe);
   // pass_seg_wg reads every block's weights packed for wgmma ([K / 4][C][4] a branch,
