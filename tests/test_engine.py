@@ -488,14 +488,13 @@ def test_tf32_overlapped_passes_agree(device, monkeypatch, capfd):
 
 @pytest.mark.parametrize("lx,ly,blocks", [(9, 6, 3), (12, 5, 4), (1, 7, 3), (23, 3, 2)])
 def test_tf32_wgmma_passes(device, monkeypatch, capfd, lx, ly, blocks):
-    """On an sm_90a build and a 9.0 GPU the TF32 row walks of 32-channel networks run
-    their blocks l > 0 on wgmma (pass_seg_wg: 64-row chunks of segment columns, the two
-    warpgroups' halves of K through an exchange), block 0 as in the pipelined passes.
-    Log psi, connected log psi (single flips of every site and pairs: light cones of all
-    widths, chunks that span jobs, one-column lattices) and local energies are TF32
-    evaluations: they stay as close to float64 as the pipelined passes'
-    (NAQS_PIXELCNN_WGMMA=0), within 3x of their error, and the profile line says
-    which ran."""
+    """On an sm_90a build and a 9.0 GPU, with NAQS_PIXELCNN_WGMMA=1, the TF32 row walks
+    of 32-channel networks run their blocks l > 0 on wgmma (pass_seg_wg: 64-row chunks of
+    segment columns; warpgroup 0 multiplies and finishes, warpgroup 1 copies), block 0 as
+    in the pipelined passes. Log psi, connected log psi (single flips of every site and
+    pairs: light cones of all widths, chunks that span jobs, one-column lattices) and
+    local energies are TF32 evaluations close to float64 as the pipelined passes'
+    (NAQS_PIXELCNN_WGMMA=0) are, and the profile line says which ran."""
     if device.type != "cuda":
         pytest.skip("a CUDA kernel")
     info = ops.build_info()
@@ -543,8 +542,15 @@ def test_tf32_wgmma_passes(device, monkeypatch, capfd, lx, ly, blocks):
         return ((e - e_ref).abs() / e_ref.abs().clamp_min(1e-12)).max().item()
 
     e_wg, e_pipe = e_err("1"), e_err("0")
-    assert e_wg <= 3 * e_pipe + 1e-6, (e_wg, e_pipe)
+    # every activation stored rounded to TF32 (the default rounding of these passes): a
+    # larger TF32 error than the pipelined passes' (run 115: 2.5-4.6x in the precision
+    # table, 3.5x here at 9x6/3); operands rounded after each copy instead
+    # (NAQS_PIXELCNN_WG_ROUND=1, slower): within 3x
+    assert e_wg <= 6 * e_pipe + 1e-6, (e_wg, e_pipe)
     assert e_wg < 1e-2, e_wg
+    monkeypatch.setenv("NAQS_PIXELCNN_WG_ROUND", "1")
+    e_wg1 = e_err("1")
+    assert e_wg1 <= 3 * e_pipe + 1e-6, (e_wg1, e_pipe)
 
 
 def test_tf32_long_lattice_without_pipelined_passes(device, monkeypatch, capfd):
