@@ -20,8 +20,9 @@
 //   2. [rows x K] x [K x C]: FP32/FP64 FFMA by default, each thread a 4 (rows) x 4
 //      (channels) register tile over a K slice; NAQS_PIXELCNN_MATH=3xtf32 | tf32 uses
 //      m16n8k8 TF32 tensor-core MMAs instead (float networks, 8 | C <= 32, 512-thread
-//      kernels and a 256-thread TF32 one for 32 channels; one kernel instance per mode);
-//      the K slices are reduced through shared memory;
+//      kernels and a 256-thread TF32 one for 32 channels; one kernel instance per mode;
+//      NAQS_PIXELCNN_WGMMA=1: the TF32 row walks' blocks l > 0 on sm_90a's warpgroup
+//      MMA, pass_seg_wg); the K slices are reduced through shared memory;
 //   3. bias, ReLU, residual; the result goes to the row ring (or the storage).
 // Which passes a walk runs:
 //   kSample: site by site (the draw at site i needs every layer at site i): one
@@ -1715,8 +1716,8 @@ struct Ctx {
     const unsigned long long db0 = wgmma_desc(smem_u32(wg_b), C * 16, 128);
     int cur = 0;
     // Each chunk: warpgroup 0 multiplies it (all of K, 64 x 32 accumulators) and finishes
-    // it from its registers while warpgroup 1 copies (and rounds) the next chunk into the
-    // other buffer; one barrier a chunk, after which the next chunk is ready and this
+    // it from its registers while warpgroup 1 copies the next chunk into the other buffer
+    // (and rounds it there with NAQS_PIXELCNN_WG_ROUND=1); one barrier a chunk, after which the next chunk is ready and this
     // chunk's buffer free.
     for (;;) {
       float* buf = wg_a + cur * kWgABuf;
@@ -1738,7 +1739,7 @@ struct Ctx {
         tick(11, t0);
       } else if (nr1 > 0) {
         // the next chunk into the buffer chunk i-1 left (its finishing ended before the
-        // last barrier), rounded to TF32 once landed
+        // last barrier); wg_round 1: rounded to TF32 once landed
         float* nbuf = wg_a + (cur ^ 1) * kWgABuf;
         gather_wg(kH, xb, nx, by_nx, by_nx2, p1, nr1, nbuf, threadIdx.x - 128, 128);
         cp_async_commit();
