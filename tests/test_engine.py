@@ -439,6 +439,17 @@ def test_tensor_core_math(device, monkeypatch, math_mode, tol):
         assert rel < 1e-5, (threads, rel)
 
 
+def _profiled_walks(monkeypatch, capfd, model, spins, flips, counts):
+    """The profile line of a log-psi walk (stderr: which kernel instance ran), then log psi
+    and connected log psi, under the kernel switches set now."""
+    monkeypatch.setenv("NAQS_PIXELCNN_PROFILE", "1")
+    capfd.readouterr()
+    ops.pixelcnn_log_psi_kernel(model, spins[:4])
+    profile = capfd.readouterr().err
+    monkeypatch.delenv("NAQS_PIXELCNN_PROFILE")
+    return profile, ops.pixelcnn_log_psi_kernel(model, spins), ops.connected_log_psi(model, spins, flips, counts)
+
+
 def test_tf32_overlapped_passes_agree(device, monkeypatch, capfd):
     """The TF32 row walks of 32-channel networks (256 threads) run pipelined segment
     passes: one chunk's finishing beside the next chunk's product, one barrier a chunk,
@@ -466,12 +477,7 @@ def test_tf32_overlapped_passes_agree(device, monkeypatch, capfd):
         monkeypatch.setenv("NAQS_PIXELCNN_WGMMA", "0")  # pass_seg_pipe, not the wgmma passes
         for key, value in env.items():
             monkeypatch.setenv(key, value)
-        monkeypatch.setenv("NAQS_PIXELCNN_PROFILE", "1")
-        capfd.readouterr()
-        ops.pixelcnn_log_psi_kernel(model, spins[:4])
-        profile = capfd.readouterr().err
-        monkeypatch.delenv("NAQS_PIXELCNN_PROFILE")
-        return profile, ops.pixelcnn_log_psi_kernel(model, spins), ops.connected_log_psi(model, spins, flips, counts)
+        return _profiled_walks(monkeypatch, capfd, model, spins, flips, counts)
 
     prof_old, lp_old, c_old = walks(NAQS_PIXELCNN_OVERLAP="0")
     prof_win, lp_win, c_win = walks(NAQS_PIXELCNN_BLOCK0="window")
@@ -512,12 +518,7 @@ def test_tf32_wgmma_passes(device, monkeypatch, capfd, lx, ly, blocks):
 
     def walks(wgmma):
         monkeypatch.setenv("NAQS_PIXELCNN_WGMMA", wgmma)
-        monkeypatch.setenv("NAQS_PIXELCNN_PROFILE", "1")
-        capfd.readouterr()
-        ops.pixelcnn_log_psi_kernel(model, spins[:4])
-        profile = capfd.readouterr().err
-        monkeypatch.delenv("NAQS_PIXELCNN_PROFILE")
-        return profile, ops.pixelcnn_log_psi_kernel(model, spins), ops.connected_log_psi(model, spins, flips, counts)
+        return _profiled_walks(monkeypatch, capfd, model, spins, flips, counts)
 
     prof_wg, lp_wg, c_wg = walks("1")
     prof_pipe, lp_pipe, c_pipe = walks("0")
