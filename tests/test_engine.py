@@ -554,6 +554,35 @@ def test_tf32_wgmma_passes(device, monkeypatch, capfd, lx, ly, blocks):
     assert e_wg1 <= 3 * e_pipe + 1e-6, (e_wg1, e_pipe)
 
 
+def test_tf32_wgmma_not_on_kept_activations(device, monkeypatch, capfd):
+    """The wgmma passes store their activations rounded to TF32 and read them as such; the
+    sampler's kept activations (keep_activations=True, the VMC driver's path) are exact
+    values, so connected walks from them stay on the pipelined passes even with
+    NAQS_PIXELCNN_WGMMA=1 (the profile line says which ran), and agree with the walks
+    that run their own forward walk to TF32 rounding."""
+    if device.type != "cuda":
+        pytest.skip("a CUDA kernel")
+    info = ops.build_info()
+    if not info.get("cuda_wgmma") or torch.cuda.get_device_capability(device) != (9, 0):
+        pytest.skip("wgmma passes need an sm_90a build on a 9.0 GPU")
+    monkeypatch.setenv("NAQS_PIXELCNN_MATH", "tf32")
+    monkeypatch.setenv("NAQS_PIXELCNN_WGMMA", "1")
+    model = _model(9, 6, 3, 32, torch.float32, device, None, scale=0.3)
+    n = model.n_sites
+    spins, _, cache = ops.pixelcnn_sample(model, _uniforms(64, n, device), keep_activations=True)
+    flips, counts = _mixed_flips(64, n, device, torch.Generator().manual_seed(3))
+    monkeypatch.setenv("NAQS_PIXELCNN_PROFILE", "1")
+    capfd.readouterr()
+    c_kept = ops.connected_log_psi(model, spins, flips, counts, cache=cache)
+    kept_profile = capfd.readouterr().err
+    c_own = ops.connected_log_psi(model, spins, flips, counts)
+    own_profile = capfd.readouterr().err
+    monkeypatch.delenv("NAQS_PIXELCNN_PROFILE")
+    assert "pipe=1 mode=2" in kept_profile and "pipe=2" not in kept_profile
+    assert "pipe=2 mode=2" in own_profile
+    _assert_connected_close(c_kept, c_own, 1e-1, 1e-3)
+
+
 def test_tf32_long_lattice_without_pipelined_passes(device, monkeypatch, capfd):
     """A network whose pipelined TF32 passes would not fit in shared memory at full
     chunks (the light-cone tables grow with blocks x rows) is planned on the instance

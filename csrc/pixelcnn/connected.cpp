@@ -120,6 +120,7 @@ at::Tensor pixelcnn_connected(const std::vector<at::Tensor>& weights,  // packed
       c.n_conn = m_conn;
       c.out = out.narrow(0, b0, nb).data_ptr<double>();
       c.no_cone = no_cone;
+      c.kept_storage = kept ? 1 : 0;
       run_walk<T>(net, c);
     }
   };

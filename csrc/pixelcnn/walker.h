@@ -82,6 +82,10 @@ struct WalkArgs {
   int64_t n_conn;        // M
   double* out;           // [B, M, 2]
   int no_cone;           // 0: walk only the light cone of the flips (cone.h); 1: everything from k on
+  // kConnected: the storage was written by the sampler (pixelcnn_sample with
+  // keep_activations), not by this call's forward walk (the CUDA wgmma passes, which
+  // store their activations rounded to TF32, do not take such walks)
+  int kept_storage;
 };
 
 }  // namespace pixelcnn

@@ -2259,7 +2259,7 @@ size_t smem_bytes(const Dims& d, int tile, int rows, size_t elem, size_t member,
 }  // namespace
 
 template <typename T>
-cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
+cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode, bool wgmma_ok) {
   int dev = 0, sms = 0, optin = 0;
   cudaError_t err = cudaGetDevice(&dev);
   if (err != cudaSuccess) return err;
@@ -2302,7 +2302,7 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode) {
   // ... or, on request (NAQS_PIXELCNN_WGMMA=1), on wgmma (pass_seg_wg) where this build
   // has it and the GPU is a 9.0 one: not the default, slower at 12x12 (runs 109-113)
 #ifdef NAQS_WGMMA
-  if (p.pipe) {
+  if (p.pipe && wgmma_ok) {
     const char* wg_env = std::getenv("NAQS_PIXELCNN_WGMMA");
     int major = 0, minor = 0;
     if ((err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev)) != cudaSuccess) return err;
@@ -2528,8 +2528,8 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   return cudaSuccess;
 }
 
-template cudaError_t plan<float>(const Dims&, int64_t, Plan*, int);
-template cudaError_t plan<double>(const Dims&, int64_t, Plan*, int);
+template cudaError_t plan<float>(const Dims&, int64_t, Plan*, int, bool);
+template cudaError_t plan<double>(const Dims&, int64_t, Plan*, int, bool);
 template cudaError_t walk<float>(const Dims&, const Weights<float>&, const WalkArgs<float>&, const Plan&, void*,
                                  cudaStream_t);
 template cudaError_t walk<double>(const Dims&, const Weights<double>&, const WalkArgs<double>&, const Plan&, void*,

@@ -39,8 +39,10 @@ struct Plan {
 };
 
 // mode: the walk it is for (WalkArgs::mode; -1 when unknown), which can change the CTA size.
+// wgmma_ok = false: not on the wgmma passes (NAQS_PIXELCNN_WGMMA=1), whose walks expect
+// activations stored by themselves (WalkArgs::kept_storage).
 template <typename T>
-cudaError_t plan(const Dims& dims, int64_t n_jobs, Plan* out, int mode = -1);
+cudaError_t plan(const Dims& dims, int64_t n_jobs, Plan* out, int mode = -1, bool wgmma_ok = true);
 
 // Runs every job of `args` on `stream`; `scratch` has plan.scratch_bytes bytes.
 template <typename T>
