@@ -492,6 +492,14 @@ def test_tf32_overlapped_passes_agree(device, monkeypatch, capfd):
     _assert_connected_close(c128, c_new, 0.0, 1e-5)
 
 
+def _skip_without_wgmma(device):
+    """The wgmma passes need a CUDA device of compute capability 9.0 and an sm_90a build."""
+    if device.type != "cuda":
+        pytest.skip("a CUDA kernel")
+    if not ops.build_info().get("cuda_wgmma") or torch.cuda.get_device_capability(device) != (9, 0):
+        pytest.skip("wgmma passes need an sm_90a build on a 9.0 GPU")
+
+
 @pytest.mark.parametrize("lx,ly,blocks", [(9, 6, 3), (12, 5, 4), (1, 7, 3), (23, 3, 2)])
 def test_tf32_wgmma_passes(device, monkeypatch, capfd, lx, ly, blocks):
     """On an sm_90a build and a 9.0 GPU, with NAQS_PIXELCNN_WGMMA=1, the TF32 row walks
@@ -501,11 +509,7 @@ def test_tf32_wgmma_passes(device, monkeypatch, capfd, lx, ly, blocks):
     pairs: light cones of all widths, chunks that span jobs, one-column lattices) and
     local energies are TF32 evaluations close to float64 as the pipelined passes'
     (NAQS_PIXELCNN_WGMMA=0) are, and the profile line says which ran."""
-    if device.type != "cuda":
-        pytest.skip("a CUDA kernel")
-    info = ops.build_info()
-    if not info.get("cuda_wgmma") or torch.cuda.get_device_capability(device) != (9, 0):
-        pytest.skip("wgmma passes need an sm_90a build on a 9.0 GPU")
+    _skip_without_wgmma(device)
     monkeypatch.setenv("NAQS_PIXELCNN_MATH", "tf32")
     model = _model(lx, ly, blocks, 32, torch.float32, device, None, scale=0.3)
     model64 = _model(lx, ly, blocks, 32, torch.float64, device, None, scale=0.3)
@@ -560,11 +564,7 @@ def test_tf32_wgmma_not_on_kept_activations(device, monkeypatch, capfd):
     values, so connected walks from them stay on the pipelined passes even with
     NAQS_PIXELCNN_WGMMA=1 (the profile line says which ran), and agree with the walks
     that run their own forward walk to TF32 rounding."""
-    if device.type != "cuda":
-        pytest.skip("a CUDA kernel")
-    info = ops.build_info()
-    if not info.get("cuda_wgmma") or torch.cuda.get_device_capability(device) != (9, 0):
-        pytest.skip("wgmma passes need an sm_90a build on a 9.0 GPU")
+    _skip_without_wgmma(device)
     monkeypatch.setenv("NAQS_PIXELCNN_MATH", "tf32")
     monkeypatch.setenv("NAQS_PIXELCNN_WGMMA", "1")
     model = _model(9, 6, 3, 32, torch.float32, device, None, scale=0.3)
