@@ -38,18 +38,15 @@ else
   timeout 200 $PY -m pip install --no-build-isolation -v -e . -C cmake.define.NAQS_BUILD_BENCH=OFF >> "$OUT/build.log" 2>&1 ||
     { echo "build FAILED" | tee -a "$SUMMARY"; tail -40 "$OUT/build.log"; exit 1; }
 fi
-{ echo "-- ptxas of the engine kernels (legacy<dtype>: walker_legacy.cu; walk<dtype,threads,channels,math[,bulk][,pipe]>: walker.cu, channels 0 = any, math 0 FFMA / 1 3xTF32 / 2 TF32, bulk: weights by bulk copies, pipe: pipelined segment passes)"
+{ echo "-- ptxas of the engine kernels (legacy<dtype>: walker_legacy.cu; walk<dtype,threads,channels,math[,bulk][,pipe][,wg]>: walk_kernel.cuh, channels 0 = any, math 0 FFMA / 1 3xTF32 / 2 TF32, bulk: weights by bulk copies, pipe: pipelined segment passes, wg: their wgmma variant)"
   $PY bench/spill_lines.py --ptxas "$OUT/build.log" | head -24; } | tee -a "$SUMMARY"
 # where those spills are (bench/spill_lines.py: spill instructions per kernel instance,
 # and how many of them sit in the per-chunk code: products, gathers, finishing sums)
-OBJ=$(find build -name "walker.cu.o" 2>/dev/null | head -1)
-if [ -n "$OBJ" ] && command -v cuobjdump > /dev/null && command -v nvdisasm > /dev/null; then
-  SPD=$(mktemp -d)
-  (cd "$SPD" && cuobjdump -xelf all "$OLDPWD/$OBJ" > /dev/null 2>&1)
-  for CUBIN in "$SPD"/*.cubin; do nvdisasm -g -c "$CUBIN" >> "$SPD/walker.sass" 2>/dev/null; done
+SPD=$(mktemp -d)
+if bash bench/walker_sass.sh "$SPD/walker.sass"; then
   { echo "-- spill instructions by place (bench/spill_lines.py)"; $PY bench/spill_lines.py "$SPD/walker.sass" 2>&1 | grep "^walk<f"; } | tee -a "$SUMMARY"
 else
-  echo "spill places: walker.cu.o, cuobjdump or nvdisasm missing" | tee -a "$SUMMARY"
+  echo "spill places: walk_*.cu.o, cuobjdump or nvdisasm missing" | tee -a "$SUMMARY"
 fi
 echo "profilers: $(for t in ncu nsys; do command -v $t > /dev/null && printf '%s ' $t; done)" | tee -a "$SUMMARY"
 $PY -c "import torch, naqs.ops as o; print('build_info', o.build_info())" 2>&1 | tee -a "$SUMMARY"
@@ -69,7 +66,7 @@ if [ -n "${NAQS_GPU_TEST_ENV:-}" ]; then  # the engine tests again with a kernel
   echo "  with $NAQS_GPU_TEST_ENV (not bad_inputs): rc=$? $(tail -1 "$OUT/tests-env.log")" | tee -a "$SUMMARY"
   grep -E "^(FAILED|ERROR)|^E  .*(rel|Mismatch|Greatest|differ)" "$OUT/tests-env.log" | head -12 | tee -a "$SUMMARY"
 fi
-if [ $RC != 0 ]; then  # which kernel variant fails (A/B switches of walker.cu)
+if [ $RC != 0 ]; then  # which kernel variant fails (A/B switches of the walker)
   for VAR in NAQS_PIXELCNN_THREADS=256 NAQS_PIXELCNN_WEIGHTS_SMEM=0; do
     env $VAR timeout 60 $PY -m pytest -m cuda -q -x -p no:cacheprovider tests/test_engine.py -k "not bad_inputs" > "$OUT/tests-variant.log" 2>&1
     echo "  with $VAR: rc=$? $(tail -1 "$OUT/tests-variant.log")" | tee -a "$SUMMARY"

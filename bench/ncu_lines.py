@@ -1,12 +1,13 @@
-"""Where a profiled walk spends its time, per source line and per function of walker.cu.
+"""Where a profiled walk spends its time, per source line and per function of the
+walker kernel (walk_kernel.cuh).
 
 Joins Nsight Compute's per-instruction table (``ncu --page source --print-source sass
 --csv``: stall samples and executed instructions per SASS address) with the line table of
-the same kernel's SASS (``nvdisasm -g`` of the cubin in the build, which bench/ncu_walker.sh
-extracts with cuobjdump), then sums by walker.cu line and by the function that line lies
+the same kernel's SASS (bench/walker_sass.sh: ``nvdisasm -g`` of the build's cubins, which
+bench/ncu_walker.sh runs), then sums by walk_kernel.cuh line and by the function that line lies
 in (the last ``name(`` of a ``__device__`` / ``__global__`` definition above it).
 
-    python bench/ncu_lines.py ncu-sass.csv.gz [walker.sass] [csrc/pixelcnn/cuda/walker.cu]
+    python bench/ncu_lines.py ncu-sass.csv.gz [walker.sass] [csrc/pixelcnn/cuda/walk_kernel.cuh]
 """
 
 from __future__ import annotations
@@ -58,14 +59,14 @@ def column(header: list[str], *words: str) -> int | None:
 
 
 def line_table(sass_path: str, kernel: str = KERNEL) -> dict[int, int]:
-    """SASS offset -> walker.cu line, for the kernel instance `kernel` (mangled prefix)."""
+    """SASS offset -> walk_kernel.cuh line, for the kernel instance `kernel` (mangled prefix)."""
     table, on, line = {}, False, 0
     for text in open(sass_path):
         if not text[:1].isspace() and text.rstrip().endswith(":") and "walk_kernel" in text:
             on = kernel in text
         if not on:
             continue
-        m = re.search(r'//## File ".*walker\.cu", line (\d+)', text)
+        m = re.search(r'//## File ".*walk_kernel\.cuh", line (\d+)', text)
         if m:
             line = int(m.group(1))
             continue
@@ -86,7 +87,7 @@ def functions(source: str) -> list[tuple[int, str]]:
 
 
 def function_of(source: str):
-    """line -> the walker.cu function that line lies in ('?' above the first one)."""
+    """line -> the walk_kernel.cuh function that line lies in ('?' above the first one)."""
     funcs = functions(source)
     starts = [start for start, _ in funcs]
 
@@ -109,7 +110,7 @@ def main(argv: list[str]) -> None:
     addrs = [int(r[c_addr], 16) for r in rows if r and r[c_addr].startswith("0x")]
     base = min(addrs)
     lines = line_table(argv[1], kernel) if len(argv) > 1 else {}
-    func_of = function_of(argv[2] if len(argv) > 2 else "csrc/pixelcnn/cuda/walker.cu")
+    func_of = function_of(argv[2] if len(argv) > 2 else "csrc/pixelcnn/cuda/walk_kernel.cuh")
 
     def num(text: str) -> float:
         try:
@@ -154,7 +155,7 @@ def main(argv: list[str]) -> None:
     print("\n# per opcode (stall samples)")
     for op, s in by_op.most_common(15):
         print(f"{100 * s / total:6.2f}%  {op}")
-    print("\n# per walker.cu line: % of stall samples, % of warp instructions, function")
+    print("\n# per walk_kernel.cuh line: % of stall samples, % of warp instructions, function")
     for line, s in by_line.most_common(40):
         print(f"{100 * s / total:6.2f}% {100 * exe_line[line] / total_exe:6.2f}%  line {line:5d}  {func_of(line)}")
 

@@ -4,7 +4,7 @@
 # --no-build-isolation -e .`). Writes to $OUT: ncu-details.csv (the --set full
 # sections), ncu-sass.csv.gz (per-instruction stall samples, SASS with source lines) and
 # ncu-lines.txt (bench/ncu_lines.py: samples per source line and per function of
-# walker.cu). The .ncu-rep itself stays in /tmp (tens of MB).
+# walk_kernel.cuh). The .ncu-rep itself stays in /tmp (tens of MB).
 #
 #   OUT=dir NAQS_PIXELCNN_MATH=tf32 bash bench/ncu_walker.sh [L blocks samples le_samples]
 #
@@ -24,14 +24,9 @@ echo "ncu rc=$? ($ARGS, launch-skip $SKIP, NAQS_PIXELCNN_MATH=${NAQS_PIXELCNN_MA
 ncu -i "$REP.ncu-rep" --page details --csv > "$OUT/ncu-details.csv" 2>> "$OUT/ncu.log"
 ncu -i "$REP.ncu-rep" --page source --print-source sass --csv 2>> "$OUT/ncu.log" | gzip > "$OUT/ncu-sass.csv.gz"
 # the line table of the same build's SASS (cuobjdump/nvdisasm of the CUDA toolkit)
-OBJ=$(find build -name "walker.cu.o" 2>/dev/null | head -1)
 TMPD=$(mktemp -d)
 SASS=""
-if [ -n "$OBJ" ] && command -v cuobjdump > /dev/null && command -v nvdisasm > /dev/null; then
-  (cd "$TMPD" && cuobjdump -xelf all "$OLDPWD/$OBJ" > /dev/null 2>&1)
-  CUBIN=$(ls "$TMPD"/*.cubin 2>/dev/null | head -1)
-  [ -n "$CUBIN" ] && nvdisasm -g -c "$CUBIN" > "$TMPD/walker.sass" 2>/dev/null && SASS="$TMPD/walker.sass"
-fi
-[ -z "$SASS" ] && echo "no SASS line table (walker.cu.o, cuobjdump or nvdisasm missing): samples by opcode only"
+bash bench/walker_sass.sh "$TMPD/walker.sass" && SASS="$TMPD/walker.sass"
+[ -z "$SASS" ] && echo "no SASS line table (walk_*.cu.o, cuobjdump or nvdisasm missing): samples by opcode only"
 python3 bench/ncu_lines.py "$OUT/ncu-sass.csv.gz" $SASS > "$OUT/ncu-lines.txt" 2>&1 || tail -5 "$OUT/ncu-lines.txt"
 head -60 "$OUT/ncu-lines.txt"

@@ -1,15 +1,15 @@
-"""Where ptxas spilled, per walker.cu kernel instance and per function.
+"""Where ptxas spilled, per walker kernel instance and per function.
 
 `-Xptxas -v` says how many bytes a kernel spills, not where. This reads the SASS of the
-build's walker.cu (``nvdisasm -g`` of the cubin that ``cuobjdump -xelf all`` extracts
-from walker.cu.o; the build passes -lineinfo) and counts the local-memory spill
-instructions (STL / LDL) of every walk_kernel instance by the walker.cu function whose
-line they carry (inlined code carries the line of the inlined function). A spill in the
+build's kernel instances (bench/walker_sass.sh: ``nvdisasm -g`` of the cubins that
+``cuobjdump -xelf all`` extracts from the walk_*.cu objects; the build passes -lineinfo)
+and counts the local-memory spill instructions (STL / LDL) of every walk_kernel instance
+by the function of walk_kernel.cuh whose line they carry (inlined code carries the line of the inlined function). A spill in the
 tile setup or between passes costs a few instructions per tile or pass; one inside the
 products or the gathers would cost them per chunk and k-step, so the report names the
 hot functions separately.
 
-    python bench/spill_lines.py walker.sass [csrc/pixelcnn/cuda/walker.cu]
+    python bench/spill_lines.py walker.sass [csrc/pixelcnn/cuda/walk_kernel.cuh]
     python bench/spill_lines.py --ptxas build.log   (the -Xptxas -v lines, one per instance)
 """
 
@@ -47,7 +47,7 @@ def spills(sass_path: str, source: str) -> dict[str, collections.Counter]:
     func_of = function_of(source)
 
     out: dict[str, collections.Counter] = {}
-    kernel, where = None, "?"  # where: the function (walker.cu) or file of the current line
+    kernel, where = None, "?"  # where: the function (walk_kernel.cuh) or file of the current line
     for text in open(sass_path):
         if not text[:1].isspace() and text.rstrip().endswith(":") and "walk_kernel" in text:
             kernel = instance(text)
@@ -57,7 +57,7 @@ def spills(sass_path: str, source: str) -> dict[str, collections.Counter]:
             continue
         m = re.search(r'//## File ".*?([\w.]+)", line (\d+)', text)
         if m:
-            where = func_of(int(m.group(2))) if m.group(1) == "walker.cu" else m.group(1)
+            where = func_of(int(m.group(2))) if m.group(1) == "walk_kernel.cuh" else m.group(1)
             continue
         m = re.search(r"\b(STL|LDL)(\.\w+)*\s", text)
         if m:
@@ -89,7 +89,7 @@ def main(argv: list[str]) -> int:
         lines = ptxas_lines(argv[1])
         print("\n".join(lines) if lines else f"no walk_kernel instances in {argv[1]}")
         return 0
-    table = spills(argv[0], argv[1] if len(argv) > 1 else "csrc/pixelcnn/cuda/walker.cu")
+    table = spills(argv[0], argv[1] if len(argv) > 1 else "csrc/pixelcnn/cuda/walk_kernel.cuh")
     if not table:
         print(f"no walk_kernel instances in {argv[0]}")
         return 1

@@ -8,12 +8,12 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 def test_spill_lines_counts_by_instance_and_function(tmp_path, monkeypatch):
     """bench/spill_lines.py attributes each STL/LDL of a walk_kernel instance to the
-    walker.cu function of its line (or to another file), and separates the per-chunk ones."""
+    walk_kernel.cuh function of its line (or to another file), and separates the per-chunk ones."""
     monkeypatch.syspath_prepend(str(BENCH))
     sys.modules.pop("spill_lines", None)
     import spill_lines
 
-    source = tmp_path / "walker.cu"
+    source = tmp_path / "walk_kernel.cuh"
     source.write_text(
         "// header\n"
         "__device__ void product(int k) {\n"   # line 2
@@ -26,19 +26,19 @@ def test_spill_lines_counts_by_instance_and_function(tmp_path, monkeypatch):
     sass = tmp_path / "walker.sass"
     sass.write_text(
         ".text._ZN4naqs11walk_kernelIfLi512ELi32ELi0EEEvv:\n"
-        '\t//## File "/src/walker.cu", line 6\n'
+        '\t//## File "/src/walk_kernel.cuh", line 6\n'
         "        /*0010*/                   STL [R1], R2 ;\n"
         "        /*0020*/                   LDL.64 R4, [R1+0x8] ;\n"
-        '\t//## File "/src/walker.cu", line 3\n'
+        '\t//## File "/src/walk_kernel.cuh", line 3\n'
         "        /*0030*/                   LDL R6, [R1+0x4] ;\n"
         "        /*0040*/                   FADD R6, R6, R7 ;\n"
         '\t//## File "/src/cone.h", line 40\n'
         "        /*0050*/                   STL [R1+0xc], R9 ;\n"
         ".text._ZN4naqs11walk_kernelIfLi256ELi32ELi2ELb0EEEvv:\n"
-        '\t//## File "/src/walker.cu", line 3\n'
+        '\t//## File "/src/walk_kernel.cuh", line 3\n'
         "        /*0010*/                   FFMA R1, R2, R3, R4 ;\n"
         ".text._ZN4naqs11walk_kernelIfLi512ELi32ELi0ELb1EEEvv:\n"  # the bulk-weights instance
-        '\t//## File "/src/walker.cu", line 3\n'
+        '\t//## File "/src/walk_kernel.cuh", line 3\n'
         "        /*0010*/                   STL [R1], R2 ;\n"
     )
     table = spill_lines.spills(str(sass), str(source))

@@ -15,7 +15,7 @@ namespace pixelcnn {
 namespace cuda {
 
 // Widest lattice the CUDA walker takes (its index arithmetic divides pair and column
-// indices below 2^16 by multiply-high, see FastDiv in walker.cu).
+// indices below 2^16 by multiply-high, see FastDiv in walk_kernel.cuh).
 constexpr int kMaxWidth = 2047;
 
 // How a walk is launched: a persistent grid of CTAs of `threads` threads, each owning
@@ -31,7 +31,7 @@ struct Plan {
   int xs_stride = 0;     // row stride of the shared input window
   int w_shared = 0;      // 1: each pass stages its layer's weights in shared memory
   int threads = 256;
-  int pipe = 0;          // 1: the pipelined segment passes of the TF32 row walks (walker.cu)
+  int pipe = 0;          // 1: the pipelined segment passes of the TF32 row walks (walk_kernel.cuh)
   int math = 0;          // product arithmetic (NAQS_PIXELCNN_MATH when the plan was made)
   int grid = 0;
   size_t smem = 0;       // dynamic shared memory per CTA

@@ -1,6 +1,6 @@
 // The first CUDA walker (kept for side-by-side benchmarks; selected with
 // NAQS_PIXELCNN_CUDA_KERNEL=legacy, see walker_cuda.h). Every mode walks site by site,
-// the vertical branch position by position; see walker.cu for the current kernel.
+// the vertical branch position by position; see walk_kernel.cuh for the current kernel.
 //
 //
 // Persistent kernel: each CTA (256 threads) owns a tile of `tile` jobs (samples or

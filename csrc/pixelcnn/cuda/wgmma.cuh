@@ -1,5 +1,5 @@
 // Hopper warpgroup MMA (wgmma, sm_90a) for TF32 products with both operands in shared
-// memory, no swizzle. Used by the walker's TF32 row passes (walker.cu, pass_seg_wg) and
+// memory, no swizzle. Used by the walker's TF32 row passes (walk_kernel.cuh, pass_seg_wg) and
 // by bench/cpp/bench_mma_tf32.cu, which checks the layouts below against a reference.
 //
 // Layouts (K-major, "interleaved" core matrices of 8 rows x 16 bytes, 128 contiguous
