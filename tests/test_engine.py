@@ -500,7 +500,7 @@ def _skip_without_wgmma(device):
         pytest.skip("wgmma passes need an sm_90a build on a 9.0 GPU")
 
 
-@pytest.mark.parametrize("lx,ly,blocks", [(9, 6, 3), (12, 5, 4), (1, 7, 3), (23, 3, 2)])
+@pytest.mark.parametrize("lx,ly,blocks", [(9, 6, 3), (12, 5, 4), (1, 7, 3), (23, 3, 2), (5, 4, 1)])
 def test_tf32_wgmma_passes(device, monkeypatch, capfd, lx, ly, blocks):
     """On an sm_90a build and a 9.0 GPU, with NAQS_PIXELCNN_WGMMA=1, the TF32 row walks
     of 32-channel networks run their blocks l > 0 on wgmma (pass_seg_wg: 64-row chunks of
@@ -508,7 +508,11 @@ def test_tf32_wgmma_passes(device, monkeypatch, capfd, lx, ly, blocks):
     in the pipelined passes. Log psi, connected log psi (single flips of every site and
     pairs: light cones of all widths, chunks that span jobs, one-column lattices) and
     local energies are TF32 evaluations close to float64 as the pipelined passes'
-    (NAQS_PIXELCNN_WGMMA=0) are, and the profile line says which ran."""
+    (NAQS_PIXELCNN_WGMMA=0) are, and the profile line says which ran. With activations
+    stored biased by half a TF32 unit (NAQS_PIXELCNN_WG_ROUND=3) the MMAs round their
+    operands as the pipelined passes' do and every exact reader takes the stored value
+    back: as close to float64 as those (one block: only block 0's passes and the output
+    layer read the biased values)."""
     _skip_without_wgmma(device)
     monkeypatch.setenv("NAQS_PIXELCNN_MATH", "tf32")
     model = _model(lx, ly, blocks, 32, torch.float32, device, None, scale=0.3)
@@ -556,6 +560,16 @@ def test_tf32_wgmma_passes(device, monkeypatch, capfd, lx, ly, blocks):
     monkeypatch.setenv("NAQS_PIXELCNN_WG_ROUND", "1")
     e_wg1 = e_err("1")
     assert e_wg1 <= 3 * e_pipe + 1e-6, (e_wg1, e_pipe)
+    monkeypatch.setenv("NAQS_PIXELCNN_WG_ROUND", "3")
+    prof_wg3, lp_wg3, c_wg3 = walks("1")
+    assert "threads=256 pipe=2" in prof_wg3
+    err_wg3 = (lp_wg3 - lp64).abs().max().item()
+    assert err_wg3 <= 2 * err_pipe + 1e-6, (err_wg3, err_pipe)
+    assert torch.equal(fin, torch.isfinite(c_wg3.real))
+    cerr_wg3 = (c_wg3[fin] - c64[fin]).abs().max().item()
+    assert cerr_wg3 <= 2 * cerr_pipe + 1e-6, (cerr_wg3, cerr_pipe)
+    e_wg3 = e_err("1")
+    assert e_wg3 <= 2 * e_pipe + 1e-6, (e_wg3, e_pipe)
 
 
 def test_tf32_wgmma_not_on_kept_activations(device, monkeypatch, capfd):

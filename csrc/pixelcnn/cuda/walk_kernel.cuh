@@ -209,6 +209,11 @@ __device__ __forceinline__ unsigned to_tf32(float x) {
 __device__ __forceinline__ unsigned rna_bits(float x) { return __float_as_uint(x) + 0x1000u; }
 // ... and that value as a float (the MMA's operand)
 __device__ __forceinline__ float tf32_round(float x) { return __uint_as_float(rna_bits(x) & 0xffffe000u); }
+// x stored with half a TF32 unit added to its bits (NAQS_PIXELCNN_WG_ROUND=3, Ctx::wg_round):
+// an MMA that truncates it takes x rounded (rna_bits), and tf32_unbias gives x back
+// exactly (integer add and subtract: no rounding, whatever the exponent)
+__device__ __forceinline__ float tf32_bias(float x) { return __uint_as_float(rna_bits(x)); }
+__device__ __forceinline__ float tf32_unbias(float x) { return __uint_as_float(__float_as_uint(x) - 0x1000u); }
 __device__ __forceinline__ void mma_tf32(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
   asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
@@ -259,7 +264,13 @@ struct Ctx {
   // kWG: how the MMAs' operands become TF32 values (they ignore the 13 low mantissa bits):
   // 2 every activation this instance stores is rounded to TF32 (so the copies are);
   // 1 the copied operands are rounded in shared memory once landed (round_wg); 0 not
-  // at all (truncated: products biased toward zero; A/B only)
+  // at all (truncated: products biased toward zero; A/B only); 3 every activation is
+  // stored biased (tf32_bias: bits + half a TF32 unit), so that the MMAs' truncation
+  // rounds it as rna_bits does, and the exact readers take it back (tf32_unbias: the
+  // residuals in finish_wg, the output layer in row_out; block 0's mma.sync product
+  // takes v_0 without its own rna_bits). A walk's storage is then in this form: the
+  // connected walks that read it run on this instance too (same plan conditions), and
+  // never on storage kept by the sampler (WalkArgs::kept_storage).
   int wg_round = 2;
   T* hcur;         // [tile][C]            h_{L-1} at the current site (kSample; else empty)
   T* wsm;          // [Kmax][WS]           the pass's weights (null: read them from global)
@@ -663,6 +674,9 @@ struct Ctx {
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         ah[i] = kM == kTF32 ? rna_bits(f.a[i]) : to_tf32(f.a[i]);
+        if constexpr (kWG && kM == kTF32) {  // (block 0's h window: v_0 stored biased)
+          if (wg_round == 3) ah[i] = __float_as_uint(f.a[i]);
+        }
         al[i] = kM == k3xTF32 ? to_tf32(f.a[i] - __uint_as_float(ah[i])) : 0u;
       }
 #pragma unroll
@@ -1065,6 +1079,7 @@ struct Ctx {
         const int p = p0 + r, j = by_nx.div(p), x = xb + (p - j * nx);
         if constexpr (kWG) {  // (block 0's h_0, read by block 1's wgmma passes)
           if (wg_round == 2) z = tf32_round(z);
+          if (wg_round == 3) z = tf32_bias(z);
         }
         store(is_h, l, y, x, mem[j], o, z);
         if (keep) hcur[j * C + o] = z;
@@ -1353,10 +1368,13 @@ struct Ctx {
       }
 #pragma unroll
       for (int q = 0; q < 4; ++q) z[q] = z[q] > T(0) ? z[q] : T(0);
-      if constexpr (kWG) {  // (v_0, read by block 1's wgmma passes)
+      if constexpr (kWG) {  // (v_0, read by block 1's wgmma passes and block 0's h product)
         if (wg_round == 2)
 #pragma unroll
           for (int q = 0; q < 4; ++q) z[q] = tf32_round(z[q]);
+        if (wg_round == 3)
+#pragma unroll
+          for (int q = 0; q < 4; ++q) z[q] = tf32_bias(z[q]);
       }
       store4_sh(out_at(false, 0, y, x, m) + o, z);
     }
@@ -1596,14 +1614,22 @@ struct Ctx {
         for (int nt = 0; nt < 4; ++nt) {
           const int c = 8 * nt + 2 * tig;
           const float2 b = *reinterpret_cast<const float2*>(bias + c);
-          const float2 res =
+          float2 res =
               *reinterpret_cast<const float2*>(buf + ((2 * 8 + (c >> 2)) * kWgSL + r + res_dx) * 4 + (c & 3));
+          if (wg_round == 3) {
+            res.x = tf32_unbias(res.x);
+            res.y = tf32_unbias(res.y);
+          }
           float z0 = acc[4 * nt + 2 * h] + b.x, z1 = acc[4 * nt + 2 * h + 1] + b.y;
           z0 = (z0 > 0.f ? z0 : 0.f) + res.x;
           z1 = (z1 > 0.f ? z1 : 0.f) + res.y;
           if (wg_round == 2) {
             z0 = tf32_round(z0);
             z1 = tf32_round(z1);
+          }
+          if (wg_round == 3) {
+            z0 = tf32_bias(z0);
+            z1 = tf32_bias(z1);
           }
           *reinterpret_cast<float2*>(out + c) = make_float2(z0, z1);
         }
@@ -1738,7 +1764,12 @@ struct Ctx {
         T z = w.bo[q];
         if (C % 4 == 0) {  // 16-byte loads of h (plain loads: the ring is written by this kernel)
           for (int c = 0; c < C; c += 4) {
-            const Vec4<T> hv = load4_sh(hl + c);  // (a generic load: global here)
+            Vec4<T> hv = load4_sh(hl + c);  // (a generic load: global here)
+            if constexpr (kWG) {  // (h_{L-1} stored biased)
+              if (wg_round == 3)
+#pragma unroll
+                for (int u = 0; u < 4; ++u) hv.v[u] = tf32_unbias(hv.v[u]);
+            }
 #pragma unroll
             for (int u = 0; u < 4; ++u) z += w.wo[(c + u) * 4 + q] * hv.v[u];
           }
@@ -1852,7 +1883,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
       cx.wg_b = reinterpret_cast<float*>(smem_raw);
       cx.wg_a = cx.wg_b + kWgBElems;
       cx.wg_w = wg_w;
-      cx.wg_round = 2 - ((product_flags >> 6) & 3);
+      cx.wg_round = ((product_flags >> 6) & 3) ^ 2;  // (walk(): the mode ^ 2, so that 0 is the default 2)
       T* const wg_end = reinterpret_cast<T*>(smem_raw) + wg_region_elems();
       if (wg_end > cx.hcur) cx.hcur = wg_end;
     }

@@ -299,12 +299,13 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   // NAQS_PIXELCNN_BLOCK0=window: block 0 of the pipelined passes by the window path (A/B)
   const char* b0_env = std::getenv("NAQS_PIXELCNN_BLOCK0");
   const int block0_window = b0_env && std::string(b0_env) == "window" ? 1 : 0;
-  // NAQS_PIXELCNN_WG_ROUND=1: the wgmma passes round their copied operands in shared
-  // memory (round_wg) instead of storing rounded activations (default 2); 0: not at all,
-  // the MMAs truncate them (A/B only)
+  // NAQS_PIXELCNN_WG_ROUND (Ctx::wg_round): how the wgmma passes' operands become TF32
+  // values. Default 2: every activation stored rounded; 1: the copied operands rounded
+  // in shared memory (round_wg); 3: every activation stored biased by half a TF32 unit,
+  // which the exact readers subtract; 0: not at all, the MMAs truncate them (A/B only)
   const char* wr_env = std::getenv("NAQS_PIXELCNN_WG_ROUND");
-  const int wg_round_off = wr_env && (wr_env[0] == '0' || wr_env[0] == '1') ? 2 - (wr_env[0] - '0') : 0;
-  const int product_flags = wide_v | tile_map << 1 | block0_window << 5 | wg_round_off << 6;
+  const int wg_round = wr_env && wr_env[0] >= '0' && wr_env[0] <= '3' ? wr_env[0] - '0' : 2;
+  const int product_flags = wide_v | tile_map << 1 | block0_window << 5 | (wg_round ^ 2) << 6;
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
   const auto kernel = kernel_for<T>(p.threads, d.channels, math, p.pipe);
   // pass_seg_wg reads every block's weights packed for wgmma ([K / 4][C][4] a branch,
