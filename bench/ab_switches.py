@@ -18,11 +18,10 @@ only the first n samples (a scaling probe: with NAQS_PIXELCNN_TILE=32, n / 32 CT
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 
 import torch
-from bench_engine import git_commit, timeit  # (bench/ is the script's directory: on sys.path)
+from bench_engine import git_commit, kernel_switches, timeit  # (bench/ is the script's directory: on sys.path)
 
 from naqs import ops
 from naqs.hamiltonian import TransverseFieldIsing
@@ -74,22 +73,16 @@ def main(argv=None):
         for setting, env in zip(settings, parsed):
             env = dict(env)
             nbatch = int(env.pop("BATCH", batch))
-            old = {key: os.environ.get(key) for key in env}
-            os.environ.update(env)
-            try:
-                with torch.no_grad():
-                    ts = timeit(lambda: ops.pixelcnn_sample(model, u[:nbatch]), device, reps=3, warmup=1)
-                    te = None
-                    if conn is not None:
-                        te = timeit(lambda: ops.connected_log_psi(model, spins, conn.flips, conn.counts), device,
-                                    reps=1, warmup=1)
-                    if rnd == 0:
-                        s_out, lp = ops.pixelcnn_sample(model, u[:nbatch])
-                        cl = ops.connected_log_psi(model, spins, conn.flips, conn.counts) if conn is not None else None
-                        results[setting] = (env.get("NAQS_PIXELCNN_MATH", ""), s_out, lp, cl)
-            finally:
-                for key, val in old.items():
-                    os.environ.pop(key) if val is None else os.environ.__setitem__(key, val)
+            with kernel_switches(env), torch.no_grad():
+                ts = timeit(lambda: ops.pixelcnn_sample(model, u[:nbatch]), device, reps=3, warmup=1)
+                te = None
+                if conn is not None:
+                    te = timeit(lambda: ops.connected_log_psi(model, spins, conn.flips, conn.counts), device,
+                                reps=1, warmup=1)
+                if rnd == 0:
+                    s_out, lp = ops.pixelcnn_sample(model, u[:nbatch])
+                    cl = ops.connected_log_psi(model, spins, conn.flips, conn.counts) if conn is not None else None
+                    results[setting] = (env.get("NAQS_PIXELCNN_MATH", ""), s_out, lp, cl)
             times[setting]["sample"].append(ts)
             if te is not None:
                 times[setting]["eloc"].append(te)

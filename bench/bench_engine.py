@@ -115,18 +115,22 @@ def full_walk_flops(lx, ly, blocks, c) -> float:
 
 
 # ---------------------------------------------------------------------- benches
-class _legacy_kernel:
-    """Context: the first CUDA kernel (NAQS_PIXELCNN_CUDA_KERNEL=legacy, read per call)."""
+@contextlib.contextmanager
+def kernel_switches(env: dict[str, str]):
+    """Context: the engine's switches (environment variables, read at every call) set to
+    env, and restored on the way out."""
+    old = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, val in old.items():
+            os.environ.pop(key) if val is None else os.environ.__setitem__(key, val)
 
-    def __enter__(self):
-        self.old = os.environ.get("NAQS_PIXELCNN_CUDA_KERNEL")
-        os.environ["NAQS_PIXELCNN_CUDA_KERNEL"] = "legacy"
 
-    def __exit__(self, *exc):
-        if self.old is None:
-            os.environ.pop("NAQS_PIXELCNN_CUDA_KERNEL", None)
-        else:
-            os.environ["NAQS_PIXELCNN_CUDA_KERNEL"] = self.old
+def _legacy_kernel():
+    """Context: the first CUDA kernel (NAQS_PIXELCNN_CUDA_KERNEL=legacy)."""
+    return kernel_switches({"NAQS_PIXELCNN_CUDA_KERNEL": "legacy"})
 
 
 def bench_config(lx, blocks, c, batch, device, ceilings, run_reference, le_batch, legacy=False):
@@ -282,7 +286,8 @@ def bench_vmc(lx, blocks, batch, device, naive=True, maths=()):
 def precision_table(device, math_modes, n_samples=200):
     """Local energies of float32 networks through the kernels in each math mode
     (NAQS_PIXELCNN_MATH) against the float64 evaluation of the same network (float64
-    kernels): max and norm-wise relative error, and the bias of the mean energy."""
+    kernels): max and norm-wise relative error, and the bias of the mean energy. A mode
+    may carry other switches after '+': "tf32+NAQS_PIXELCNN_WGMMA=1+NAQS_PIXELCNN_WG_ROUND=3"."""
     lines = ["| network | math | max rel | norm rel | energy bias (rel) | time ms |",
              "| --- | --- | ---: | ---: | ---: | ---: |"]
     for lx, blocks, scale in [(6, 10, None), (6, 10, 0.3), (12, 10, None)]:
@@ -297,14 +302,11 @@ def precision_table(device, math_modes, n_samples=200):
             spins, _ = ops.pixelcnn_sample(model64, u)
             e64 = local_energy(model64, ham, spins)
             for mode in math_modes:
-                old = os.environ.get("NAQS_PIXELCNN_MATH")
-                os.environ["NAQS_PIXELCNN_MATH"] = mode
-                try:
+                math, *extra = mode.split("+")
+                env = {"NAQS_PIXELCNN_MATH": math, **dict(kv.split("=", 1) for kv in extra)}
+                with kernel_switches(env):
                     t = timeit(lambda: local_energy(model, ham, spins), device, reps=1, warmup=1)
                     e32 = local_energy(model, ham, spins)
-                finally:
-                    os.environ.pop("NAQS_PIXELCNN_MATH") if old is None else os.environ.__setitem__(
-                        "NAQS_PIXELCNN_MATH", old)
                 rel = ((e32 - e64).abs() / e64.abs().clamp_min(1e-12)).max().item()
                 nrel = ((e32 - e64).norm() / e64.norm()).item()
                 bias = abs((e32.mean() - e64.mean()).real.item()) / abs(e64.mean().real.item())
@@ -340,7 +342,7 @@ def main(argv=None):
     p.add_argument("--ab", default=None, help="';'-separated VAR=VALUE kernel switches timed on the first config")
     p.add_argument("--precision", default=None,
                    help="comma-separated NAQS_PIXELCNN_MATH modes for the local-energy precision table "
-                        "(e.g. ffma,3xtf32,tf32)")
+                        "(e.g. ffma,3xtf32,tf32; other switches after '+': tf32+NAQS_PIXELCNN_WGMMA=1)")
     p.add_argument("--vmc-math", default=None,
                    help="comma-separated tensor-core modes (3xtf32, tf32) whose VMC step is timed too")
     p.add_argument("--profile", action="store_true", help="first, one profiled walk per config (CUDA)")
@@ -422,18 +424,11 @@ def main(argv=None):
         spins, _ = ops.pixelcnn_sample(model, u[:nb])
         conn = TransverseFieldIsing(square(lx, lx), gamma=1.0).connections(spins)
         for setting in [""] + [v for v in args.ab.split(";") if v]:
-            pairs = [kv.partition("=") for kv in setting.split(",") if kv]
-            old = {key: os.environ.get(key) for key, _, _ in pairs}
-            for key, _, val in pairs:
-                os.environ[key] = val
-            try:
-                with torch.no_grad():
-                    ts = timeit(lambda: ops.pixelcnn_sample(model, u), device, reps=3, warmup=1)
-                    te = timeit(lambda: ops.connected_log_psi(model, spins, conn.flips, conn.counts), device,
-                                reps=3, warmup=1)
-            finally:
-                for key, val in old.items():
-                    os.environ.pop(key) if val is None else os.environ.__setitem__(key, val)
+            env = dict(kv.partition("=")[::2] for kv in setting.split(",") if kv)
+            with kernel_switches(env), torch.no_grad():
+                ts = timeit(lambda: ops.pixelcnn_sample(model, u), device, reps=3, warmup=1)
+                te = timeit(lambda: ops.connected_log_psi(model, spins, conn.flips, conn.counts), device,
+                            reps=3, warmup=1)
             line = (f"A/B {lx}x{lx} L={blocks} B={batch} [{setting or 'default'}]: sample {ts*1e3:.2f} ms, "
                     f"Ising E_loc (B={nb}) {te*1e3:.2f} ms")
             print(line, flush=True)
