@@ -14,6 +14,9 @@
 # (e.g. "--configs 21x20x4096 --vmc 12x10x1000n --profile"); the default adds
 # --legacy (the first kernel timed side by side). NAQS_GPU_SKIP_ED=1 skips bench/gpu_ed.sh.
 # NAQS_GPU_TEST_ENV="VAR=VALUE ...": the engine tests once more with those kernel switches.
+# NAQS_GPU_AB: bench/ab_switches.py once per line of it (interleaved A/B of kernel
+# switches; a line is its arguments, shell-quoted, e.g. --config 12x10x1000 --le-batch
+# 1000 --rounds 3 --settings 'A;B'), after the tests; the tables go into the summary.
 set -u -o pipefail
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
@@ -85,6 +88,22 @@ if grep -q "Fatal Python" "$OUT/tests.log"; then
   else
     echo "no gdb" | tee -a "$SUMMARY"
   fi
+fi
+
+if [ -n "${NAQS_GPU_AB:-}" ]; then
+  echo "== A/B of kernel switches (bench/ab_switches.py)"
+  N=0
+  mapfile -t AB_RUNS <<< "$NAQS_GPU_AB"
+  for AB in "${AB_RUNS[@]}"; do
+    [ -n "$AB" ] || continue
+    N=$((N + 1))
+    # (tables into the summary: at most 8 files come back from $OUT)
+    eval "timeout 240 $PY bench/ab_switches.py $AB --out /tmp/naqs-ab-$N.md" > /tmp/naqs-ab-$N.log 2>&1
+    AB_RC=$?
+    echo "ab_switches $AB: rc=$AB_RC" | tee -a "$SUMMARY"
+    grep -E "^\|" /tmp/naqs-ab-$N.md 2>/dev/null | tee -a "$SUMMARY"
+    [ $AB_RC = 0 ] || tail -8 /tmp/naqs-ab-$N.log | tee -a "$SUMMARY"
+  done
 fi
 
 echo "== C++ microbenchmarks"
