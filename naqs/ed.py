@@ -59,6 +59,7 @@ __all__ = [
     "sector_rank",
     "rank_states",
     "sector_tables",
+    "sector_tables_reference",
     "basis_to_spins",
     "spins_to_basis",
     "hamiltonian_sparse",
@@ -269,16 +270,38 @@ class SectorTables:
     hi_offset: np.ndarray  # [2^(N - lo_bits)] int64
 
 
-def sector_tables(n_sites: int, n_up: int, lo_bits: int | None = None) -> SectorTables:
+def _table_sizes(n_sites: int, n_up: int, lo_bits: int | None) -> tuple[int, int, int]:
     n_sites = _check_n_sites(n_sites)
     if n_sites < 2:
         raise ValueError("split rank tables need at least 2 sites")
+    if isinstance(n_up, bool) or not isinstance(n_up, (int, np.integer)) or not 0 <= n_up <= n_sites:
+        raise ValueError(f"n_up must be an integer in [0, {n_sites}], got {n_up!r}")
     if lo_bits is None:
         # <= 14 low bits: the int32 low table (<= 64 KiB) fits in GPU shared memory.
         lo_bits = min(14, (n_sites + 1) // 2, n_sites - 1)
+    if not 1 <= lo_bits <= min(30, n_sites - 1):
+        raise ValueError(f"lo_bits must be in [1, {min(30, n_sites - 1)}], got {lo_bits}")
     hi_bits = n_sites - lo_bits
     if hi_bits > 26:
         raise ValueError(f"{n_sites} sites need a 2^{hi_bits} high table: too large (sector too large for ED anyway)")
+    return n_sites, int(n_up), int(lo_bits)
+
+
+def sector_tables(n_sites: int, n_up: int, lo_bits: int | None = None) -> SectorTables:
+    """The split rank tables of the sector (the C++ kernel; sector_tables_reference without it)."""
+    n_sites, n_up, lo_bits = _table_sizes(n_sites, n_up, lo_bits)
+    if ops.has_op("ed_sector_tables"):
+        lo_rank, hi_offset = ops._C.ed_sector_tables(n_sites, n_up, lo_bits)
+        return SectorTables(n_sites, n_up, lo_bits, lo_rank.numpy(), hi_offset.numpy())
+    ops.warn_fallback("ed_sector_tables", "naqs._C is not built")
+    return sector_tables_reference(n_sites, n_up, lo_bits)
+
+
+def sector_tables_reference(n_sites: int, n_up: int, lo_bits: int | None = None) -> SectorTables:
+    """sector_tables in numpy: the combinatorial ranks of the low words bit by bit, the
+    offsets of the high words as a cumulative sum of C(lo_bits, n_up - popcount(h))."""
+    n_sites, n_up, lo_bits = _table_sizes(n_sites, n_up, lo_bits)
+    hi_bits = n_sites - lo_bits
     lo = np.arange(2**lo_bits, dtype=np.uint64)
     lo_rank = np.zeros(lo.shape, dtype=np.uint64)
     seen = np.zeros(lo.shape, dtype=np.int64)

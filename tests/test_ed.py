@@ -89,6 +89,35 @@ def test_rank_unrank_round_trip(n, n_up):
     assert np.array_equal(ed.rank_states(n, basis[:10]), basis[:10].astype(np.int64))
 
 
+@pytest.mark.parametrize("n,n_up,lo_bits", [(2, 1, 1), (9, 0, 4), (9, 9, 5), (16, 8, None), (21, 5, 3), (30, 15, 14),
+                                           (24, 12, 20)])
+def test_sector_tables_kernel_matches_reference(n, n_up, lo_bits):
+    """The C++ split rank tables equal the numpy construction (and rank a basis right)."""
+    if not ops.has_op("ed_sector_tables"):
+        pytest.skip("naqs._C is not built")
+    kernel, ref = ed.sector_tables(n, n_up, lo_bits), ed.sector_tables_reference(n, n_up, lo_bits)
+    assert kernel.lo_bits == ref.lo_bits
+    assert kernel.lo_rank.dtype == np.int32 and kernel.hi_offset.dtype == np.int64
+    assert np.array_equal(kernel.lo_rank, ref.lo_rank) and np.array_equal(kernel.hi_offset, ref.hi_offset)
+    if math.comb(n, n_up) <= 100_000:
+        basis = ed.sector_basis(n, n_up)
+        lo = (basis & np.uint64(2**kernel.lo_bits - 1)).astype(np.int64)
+        hi = (basis >> np.uint64(kernel.lo_bits)).astype(np.int64)
+        assert np.array_equal(kernel.hi_offset[hi] + kernel.lo_rank[lo], np.arange(len(basis)))
+
+
+@pytest.mark.parametrize("args,match", [((1, 0, None), "at least 2 sites"), ((8, 9, None), "n_up"),
+                                        ((8, 4, 8), "lo_bits"), ((8, 4, 0), "lo_bits"), ((40, 20, 10), "high table")])
+def test_sector_tables_bad_input_raises(args, match):
+    with pytest.raises(ValueError, match=match):
+        ed.sector_tables(*args)
+    with pytest.raises(ValueError, match=match):
+        ed.sector_tables_reference(*args)
+    if ops.has_op("ed_sector_tables") and args[2] is not None:
+        with pytest.raises(ValueError):
+            ops._C.ed_sector_tables(*args)
+
+
 # ---------------------------------------------------------------- matvec vs brute force
 def _cases():
     return [

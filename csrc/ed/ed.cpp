@@ -60,6 +60,21 @@ at::Tensor ed_sector_basis(int64_t n_sites, int64_t n_up) {
   return out;
 }
 
+std::tuple<at::Tensor, at::Tensor> ed_sector_tables(int64_t n_sites, int64_t n_up, int64_t lo_bits) {
+  check_n_sites(n_sites);
+  NAQS_CHECK_VALUE(n_sites >= 2, "split rank tables need at least 2 sites, got n_sites=", n_sites);
+  NAQS_CHECK_VALUE(n_up >= 0 && n_up <= n_sites, "n_up must be in [0, n_sites=", n_sites, "], got ", n_up);
+  NAQS_CHECK_VALUE(lo_bits >= 1 && lo_bits < n_sites && lo_bits <= 30, "lo_bits must be in [1, min(30, n_sites - 1)], got ",
+                    lo_bits, " for n_sites=", n_sites);
+  NAQS_CHECK_VALUE(n_sites - lo_bits <= 26, n_sites, " sites with lo_bits=", lo_bits, " need a 2^",
+                    n_sites - lo_bits, " high table: too large");
+  auto lo_rank = at::empty({int64_t(1) << lo_bits}, at::TensorOptions().dtype(at::kInt));
+  auto hi_offset = at::empty({int64_t(1) << (n_sites - lo_bits)}, at::TensorOptions().dtype(at::kLong));
+  ed::sector_rank_tables_cpu(static_cast<int>(n_sites), static_cast<int>(n_up), static_cast<int>(lo_bits),
+                             lo_rank.data_ptr<int32_t>(), hi_offset.data_ptr<int64_t>());
+  return {lo_rank, hi_offset};
+}
+
 at::Tensor ed_heisenberg_matvec(const at::Tensor& basis,      // [dim] int64 (uint64 bits), sorted sector
                                 const at::Tensor& x,          // [dim] float64
                                 const at::Tensor& edges,      // [E, 2] int64, CPU
@@ -522,6 +537,8 @@ void register_ops(pybind11::module_& m) {
   namespace py = pybind11;
   m.def("ed_sector_basis", &ed_sector_basis, py::arg("n_sites"), py::arg("n_up"),
         "Sorted U(1) sector basis [C(N, n_up)] int64 (uint64 bits; bit i = site i, set = up).");
+  m.def("ed_sector_tables", &ed_sector_tables, py::arg("n_sites"), py::arg("n_up"), py::arg("lo_bits"),
+        "(lo_rank [2^lo_bits] int32, hi_offset [2^(n_sites - lo_bits)] int64): the split rank tables of the sector.");
   m.def("ed_heisenberg_matvec", &ed_heisenberg_matvec, py::arg("basis"), py::arg("x"), py::arg("edges"),
         py::arg("zz"), py::arg("exch"), py::arg("lo_rank"), py::arg("hi_offset"), py::arg("n_sites"),
         py::arg("lo_bits"), py::arg("variant") = 0,

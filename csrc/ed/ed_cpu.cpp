@@ -64,6 +64,27 @@ void sector_basis_cpu(int n_sites, int n_up, uint64_t* out) {
   });
 }
 
+void sector_rank_tables_cpu(int n_sites, int n_up, int lo_bits, int32_t* lo_rank, int64_t* hi_offset) {
+  const auto& c = table().c;
+  // combinatorial number system: the j-th set bit (from 1, lowest first) at position p adds C(p, j)
+  at::parallel_for(0, int64_t(1) << lo_bits, 1 << 14, [&](int64_t begin, int64_t end) {
+    for (int64_t l = begin; l < end; ++l) {
+      uint64_t r = 0;
+      int seen = 0;
+      for (int p = 0; p < lo_bits; ++p)
+        if ((l >> p) & 1) r += c[p][++seen];
+      lo_rank[l] = static_cast<int32_t>(r);
+    }
+  });
+  const int64_t n_hi = int64_t(1) << (n_sites - lo_bits);
+  int64_t offset = 0;
+  for (int64_t h = 0; h < n_hi; ++h) {
+    hi_offset[h] = offset;
+    const int need = n_up - __builtin_popcountll(static_cast<unsigned long long>(h));
+    offset += static_cast<int64_t>(binomial(lo_bits, need));
+  }
+}
+
 void heisenberg_sector_matvec_cpu(const uint64_t* basis, const double* x, double* y, int64_t dim,
                                   const int64_t* edges, const double* zz, const double* exch, int64_t n_edges,
                                   const int32_t* lo_rank, const int64_t* hi_offset, int lo_bits) {

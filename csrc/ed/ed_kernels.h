@@ -24,6 +24,11 @@ uint64_t binomial(int n, int r);
 // The sector basis, sorted: out[0 .. C(n, k)) (multithreaded).
 void sector_basis_cpu(int n_sites, int n_up, uint64_t* out);
 
+// The split rank tables of the sector (see above): lo_rank[2^lo_bits], the rank of each
+// lo_bits-bit word among the words of its popcount; hi_offset[2^(n_sites - lo_bits)], the
+// number of sector words whose high part is below h.
+void sector_rank_tables_cpu(int n_sites, int n_up, int lo_bits, int32_t* lo_rank, int64_t* hi_offset);
+
 // y = H x for the Heisenberg Hamiltonian
 //   H = sum_e zz[e] s_i s_j  (diagonal, s = +-1)  +  sum_e exch[e] (flip of an antiparallel pair)
 // in gather form: y[r] = diag[r] x[r] + sum_e exch_e x[rank(flip_e(basis[r]))], so every
