@@ -116,6 +116,12 @@ elif [ -n "$BENCH_BIN" ]; then
     timeout 60 "$BENCH_BIN" $cfg cuda >> "$OUT/micro.log" 2>&1
   done
   timeout 30 "$BENCH_BIN" 6 6 10 32 256 cpu >> "$OUT/micro.log" 2>&1
+  # the ED sector matvec (24 sites): binary-search baseline vs the kernels, CPU and CUDA
+  ED_BIN=$(find build -name naqs_bench_ed -type f 2>/dev/null | head -1)
+  if [ -n "$ED_BIN" ]; then
+    timeout 90 "$ED_BIN" 6 4 cuda 5 >> "$OUT/micro.log" 2>&1
+    timeout 90 "$ED_BIN" 6 4 cpu 3 >> "$OUT/micro.log" 2>&1
+  fi
   # the TF32 chunk product on wgmma vs mma.sync's ceiling (sm_90a builds only)
   MMA_BIN=$(find build -name naqs_bench_mma -type f 2>/dev/null | head -1)
   [ -n "$MMA_BIN" ] && timeout 30 "$MMA_BIN" >> "$OUT/micro.log" 2>&1

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "pixelcnn/cone.h"
 #include "pixelcnn/cpu/walker_cpu.h"
 #ifdef NAQS_WITH_CUDA
@@ -26,6 +27,7 @@
 #endif
 
 using namespace naqs::pixelcnn;
+using namespace naqs_bench;
 
 namespace {
 
@@ -78,19 +80,6 @@ HostNet random_net(const Dims& d, std::mt19937& rng) {
   fill(n.wo, size_t(C) * 4, 0.01f, 0);
   fill(n.bo, 4, 0.0f, 0);
   return n;
-}
-
-template <typename F>
-double time_host(F&& f, int reps) {
-  f();
-  std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    auto a = std::chrono::steady_clock::now();
-    f();
-    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
 }
 
 void report(const char* dev, const char* what, const Dims& d, int64_t samples, double sec, double flops) {
@@ -156,19 +145,7 @@ int main(int argc, char** argv) {
     return 0;
   }
 #ifdef NAQS_WITH_CUDA
-  auto up = [](const auto& v) {
-    using E = typename std::decay_t<decltype(v)>::value_type;
-    E* p = nullptr;
-    cudaMalloc(&p, std::max<size_t>(1, v.size()) * sizeof(E));
-    cudaMemcpy(p, v.data(), v.size() * sizeof(E), cudaMemcpyHostToDevice);
-    return p;
-  };
-  auto check = [](cudaError_t e, const char* what) {
-    if (e != cudaSuccess) {
-      std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(e));
-      std::exit(1);
-    }
-  };
+  auto up = [](const auto& v) { return to_device(v); };
   Weights<float> w{up(net.wv0), up(net.wv), up(net.bv), up(net.wh0), up(net.wh), up(net.bh), up(net.wo), up(net.bo)};
   double* d_u = up(uniforms);
   int64_t* d_jobs = up(jobs);
@@ -182,30 +159,15 @@ int main(int argc, char** argv) {
   check(cudaMalloc(&d_out, size_t(batch) * N * 16), "malloc");
   check(cudaMalloc(&d_sh, act * 4), "malloc");
   check(cudaMalloc(&d_sv, act * 4), "malloc");
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
   auto time_dev = [&](WalkArgs<float> a, int reps) {
     cuda::Plan p;
     check(cuda::plan<float>(d, a.n_jobs, &p, a.mode), "plan");
     void* scratch;
     check(cudaMalloc(&scratch, p.scratch_bytes), "scratch");
-    check(cuda::walk<float>(d, w, a, p, scratch, 0), "warm-up");
-    check(cudaDeviceSynchronize(), "sync");
-    std::vector<float> t;
-    for (int r = 0; r < reps; ++r) {
-      cudaEventRecord(e0);
-      check(cuda::walk<float>(d, w, a, p, scratch, 0), "walk");
-      cudaEventRecord(e1);
-      check(cudaEventSynchronize(e1), "sync");
-      float ms;
-      cudaEventElapsedTime(&ms, e0, e1);
-      t.push_back(ms);
-    }
+    const double sec = time_device([&] { return cuda::walk<float>(d, w, a, p, scratch, 0); }, reps);
     cudaFree(scratch);
-    std::sort(t.begin(), t.end());
     std::printf("     plan: tile %d, k-split %d, grid %d, smem %zu B\n", p.tile, p.k_split, p.grid, p.smem);
-    return t[t.size() / 2] / 1e3;
+    return sec;
   };
   WalkArgs<float> a{};
   a.mode = kSample;
