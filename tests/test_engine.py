@@ -577,7 +577,9 @@ def test_tf32_wgmma_not_on_kept_activations(device, monkeypatch, capfd):
     sampler's kept activations (keep_activations=True, the VMC driver's path) are exact
     values, so connected walks from them stay on the pipelined passes even with
     NAQS_PIXELCNN_WGMMA=1 (the profile line says which ran), and agree with the walks
-    that run their own forward walk to TF32 rounding."""
+    that run their own forward walk to TF32 rounding. In the biased-storage mode
+    (NAQS_PIXELCNN_WG_ROUND=3) they run on the wgmma passes, the kept storage biased for
+    the walk and bitwise as it was after it."""
     _skip_without_wgmma(device)
     monkeypatch.setenv("NAQS_PIXELCNN_MATH", "tf32")
     monkeypatch.setenv("NAQS_PIXELCNN_WGMMA", "1")
@@ -595,6 +597,25 @@ def test_tf32_wgmma_not_on_kept_activations(device, monkeypatch, capfd):
     assert "pipe=1 mode=2" in kept_profile and "pipe=2" not in kept_profile
     assert "pipe=2 mode=2" in own_profile
     _assert_connected_close(c_kept, c_own, 1e-1, 1e-3)
+    monkeypatch.setenv("NAQS_PIXELCNN_WG_ROUND", "3")
+    before = [cache.store_h.clone(), cache.store_v.clone()]
+    monkeypatch.setenv("NAQS_PIXELCNN_PROFILE", "1")
+    capfd.readouterr()
+    c_kept3 = ops.connected_log_psi(model, spins, flips, counts, cache=cache)
+    kept3_profile = capfd.readouterr().err
+    monkeypatch.delenv("NAQS_PIXELCNN_PROFILE")
+    assert "pipe=2 mode=2" in kept3_profile
+    assert torch.equal(cache.store_h, before[0]) and torch.equal(cache.store_v, before[1])
+    # as close to float64 as the pipelined passes' (same operand rounding, exact storage)
+    model64 = _model(9, 6, 3, 32, torch.float64, device, None, scale=0.3)
+    model64.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
+    c64 = ops.connected_log_psi(model64, spins, flips, counts)
+    fin = torch.isfinite(c64.real)
+    assert torch.equal(fin, torch.isfinite(c_kept3.real))
+    err3 = (c_kept3[fin] - c64[fin]).abs().max().item()
+    err_pipe = (c_kept[fin] - c64[fin]).abs().max().item()
+    assert err3 <= 2 * err_pipe + 1e-6, (err3, err_pipe)
+    _assert_connected_close(c_kept3, ops.connected_log_psi(model, spins, flips, counts), 1e-1, 1e-3)
 
 
 def test_tf32_long_lattice_without_pipelined_passes(device, monkeypatch, capfd):

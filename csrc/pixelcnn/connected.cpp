@@ -121,6 +121,7 @@ at::Tensor pixelcnn_connected(const std::vector<at::Tensor>& weights,  // packed
       c.out = out.narrow(0, b0, nb).data_ptr<double>();
       c.no_cone = no_cone;
       c.kept_storage = kept ? 1 : 0;
+      c.n_stored = nb;
       run_walk<T>(net, c);
     }
   };

@@ -159,7 +159,7 @@ void run_walk(const Net& net, const WalkArgs<T>& args) {
   cuda::Plan plan;
   cudaError_t err = legacy ? cuda::legacy::plan<T>(net.dims, args.n_jobs, &plan)
                            : cuda::plan<T>(net.dims, args.n_jobs, &plan, args.mode,
-                                           !(args.mode == kConnected && args.kept_storage));
+                                           args.mode == kConnected && args.kept_storage);
   NAQS_CHECK_VALUE(err == cudaSuccess, "naqs pixelcnn CUDA walk: no launch configuration fits this network (",
                     net.dims.channels, " channels, ", net.dims.lx, "x", net.dims.ly, "): ", cudaGetErrorString(err));
   auto scratch = at::empty({int64_t(plan.scratch_bytes)}, at::TensorOptions().dtype(at::kByte).device(net.device));

@@ -83,9 +83,11 @@ struct WalkArgs {
   double* out;           // [B, M, 2]
   int no_cone;           // 0: walk only the light cone of the flips (cone.h); 1: everything from k on
   // kConnected: the storage was written by the sampler (pixelcnn_sample with
-  // keep_activations), not by this call's forward walk (the CUDA wgmma passes, which
-  // store their activations rounded to TF32, do not take such walks)
+  // keep_activations), not by this call's forward walk, and holds n_stored samples (the
+  // CUDA wgmma passes read activations in their own stored form: they take such walks
+  // only with NAQS_PIXELCNN_WG_ROUND=3, biasing the storage for the walk, see walker.cu)
   int kept_storage;
+  int64_t n_stored;
 };
 
 }  // namespace pixelcnn

@@ -35,6 +35,11 @@ WalkKernel<T> walk_kernel_of();
 // (walk_tf32_pipe.cu), on `stream`.
 cudaError_t pack_wg_weights(const float* wh, const float* wv, int blocks, float* out, cudaStream_t stream);
 
+// The bits of n floats at p plus delta (integer add, mod 2^32), on `stream`: the sampler's
+// kept storage into and out of the wgmma passes' biased form (NAQS_PIXELCNN_WG_ROUND=3,
+// walk_tf32_pipe.cu).
+cudaError_t shift_storage_bits(float* p, int64_t n, int delta, cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace pixelcnn
 }  // namespace naqs

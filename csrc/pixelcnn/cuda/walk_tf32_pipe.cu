@@ -1,6 +1,6 @@
 // The walker's pipelined TF32 row-pass instances (256 threads, 32 channels; plan() picks
 // them for the TF32 row walks): pass_seg_pipe, and on sm_90a builds pass_seg_wg (wgmma)
-// with the packing of its weights (walk_instances.h).
+// with the packing of its weights and the bias of kept storage (walk_instances.h).
 #include "walk_kernel.cuh"
 
 namespace naqs {
@@ -32,7 +32,20 @@ __global__ void pack_wg_weights(const float* __restrict__ wh, const float* __res
   }
 }
 
+// p[i] += delta on the bits (mod 2^32), i < n.
+__global__ void add_to_bits(unsigned* __restrict__ p, int64_t n, unsigned delta) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    p[i] += delta;
+}
+
 }  // namespace
+
+cudaError_t shift_storage_bits(float* p, int64_t n, int delta, cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  add_to_bits<<<int(std::min<int64_t>((n + 255) / 256, 4096)), 256, 0, stream>>>(reinterpret_cast<unsigned*>(p), n,
+                                                                                  unsigned(delta));
+  return cudaGetLastError();
+}
 
 cudaError_t pack_wg_weights(const float* wh, const float* wv, int blocks, float* out, cudaStream_t stream) {
   const int64_t n = int64_t(blocks - 1) * kWgPacked;

@@ -56,6 +56,15 @@ bool bulk_weights() {
   return !(env && env[0] == '0');
 }
 
+// NAQS_PIXELCNN_WG_ROUND (Ctx::wg_round): how the wgmma passes' operands become TF32
+// values. Default 2: every activation stored rounded; 1: the copied operands rounded in
+// shared memory (round_wg); 3: every activation stored biased by half a TF32 unit, which
+// the exact readers subtract; 0: not at all, the MMAs truncate them (A/B only).
+int wg_round_mode() {
+  const char* env = std::getenv("NAQS_PIXELCNN_WG_ROUND");
+  return env && env[0] >= '0' && env[0] <= '3' ? env[0] - '0' : 2;
+}
+
 // pipe: Plan::pipe (1: pass_seg_pipe, 2: pass_seg_wg, compiled only for sm_90a).
 template <typename T>
 WalkKernel<T> kernel_for(int threads, int channels, int math, int pipe = 0) {
@@ -101,7 +110,7 @@ size_t smem_bytes(const Dims& d, int tile, int rows, size_t elem, size_t member,
 }  // namespace
 
 template <typename T>
-cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode, bool wgmma_ok) {
+cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode, bool kept_storage) {
   int dev = 0, sms = 0, optin = 0;
   cudaError_t err = cudaGetDevice(&dev);
   if (err != cudaSuccess) return err;
@@ -142,9 +151,12 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode, bool wgmma_
   p.pipe = b_regs && p.threads == 256 && mode >= 0 && mode != kSample && !(ov_env && ov_env[0] == '0') &&
            !(sg_env && sg_env[0] == '0') && !(pl_env && pl_env[0] == '1');
   // ... or, on request (NAQS_PIXELCNN_WGMMA=1), on wgmma (pass_seg_wg) where this build
-  // has it and the GPU is a 9.0 one: not the default, slower at 12x12 (runs 109-113)
+  // has it and the GPU is a 9.0 one: not the default, slower at 12x12 (runs 109-113).
+  // Connected walks over the sampler's kept activations (exact values, which these
+  // passes' MMAs would truncate) only with the storage biased for the walk (walk(),
+  // NAQS_PIXELCNN_WG_ROUND=3).
 #ifdef NAQS_WGMMA
-  if (p.pipe && wgmma_ok) {
+  if (p.pipe && (!kept_storage || wg_round_mode() == 3)) {
     const char* wg_env = std::getenv("NAQS_PIXELCNN_WGMMA");
     int major = 0, minor = 0;
     if ((err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev)) != cudaSuccess) return err;
@@ -299,12 +311,7 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   // NAQS_PIXELCNN_BLOCK0=window: block 0 of the pipelined passes by the window path (A/B)
   const char* b0_env = std::getenv("NAQS_PIXELCNN_BLOCK0");
   const int block0_window = b0_env && std::string(b0_env) == "window" ? 1 : 0;
-  // NAQS_PIXELCNN_WG_ROUND (Ctx::wg_round): how the wgmma passes' operands become TF32
-  // values. Default 2: every activation stored rounded; 1: the copied operands rounded
-  // in shared memory (round_wg); 3: every activation stored biased by half a TF32 unit,
-  // which the exact readers subtract; 0: not at all, the MMAs truncate them (A/B only)
-  const char* wr_env = std::getenv("NAQS_PIXELCNN_WG_ROUND");
-  const int wg_round = wr_env && wr_env[0] >= '0' && wr_env[0] <= '3' ? wr_env[0] - '0' : 2;
+  const int wg_round = wg_round_mode();
   const int product_flags = wide_v | tile_map << 1 | block0_window << 5 | (wg_round ^ 2) << 6;
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
   const auto kernel = kernel_for<T>(p.threads, d.channels, math, p.pipe);
@@ -320,21 +327,45 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
       wg_w = packed;
     }
   }
-  if (!(env && env[0] == '1')) {
-    kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared,
-                                                          pipeline, segments, prefetch, product_flags, ring, confs, tiles_taken,
-                                                          nullptr, wg_w);
-    return cudaGetLastError();
+  // A connected walk of the wgmma passes over the sampler's kept activations (plan()
+  // allows it with NAQS_PIXELCNN_WG_ROUND=3 only): the storage in this mode's form for the
+  // walk (bits + half a TF32 unit, tf32_bias), and exactly as it was after it.
+  const int64_t n_biased = p.pipe == 2 && a.mode == kConnected && a.kept_storage
+                               ? a.n_stored * d.blocks * d.n_sites * d.channels
+                               : 0;
+  T* const stores[2] = {a.store_h, a.store_v};
+  if constexpr (sizeof(T) == 4) {
+    if (n_biased > 0) {
+      if (wg_round != 3) return cudaErrorInvalidValue;  // (NAQS_PIXELCNN_WG_ROUND changed since plan())
+      for (T* s : stores)
+        if ((err = shift_storage_bits(s, n_biased, 0x1000, stream)) != cudaSuccess) return err;
+    }
   }
-  // Diagnostics: per-CTA clock64 counters of thread 0 (time in each phase, barrier
-  // waits included), printed to stderr as fractions of the kernel's cycles.
+  // Diagnostics (NAQS_PIXELCNN_PROFILE=1): per-CTA clock64 counters of thread 0 (time in
+  // each phase, barrier waits included), printed to stderr as fractions of the kernel's
+  // cycles.
+  const bool profile = env && env[0] == '1';
   long long* prof = nullptr;
-  err = cudaMalloc(&prof, sizeof(long long) * kProfSlots * p.grid);
-  if (err != cudaSuccess) return err;
-  cudaMemsetAsync(prof, 0, sizeof(long long) * kProfSlots * p.grid, stream);
-  kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared, pipeline,
-                                                segments, prefetch, product_flags, ring, confs, tiles_taken, prof, wg_w);
-  if ((err = cudaGetLastError()) != cudaSuccess) return err;
+  if (profile && (err = cudaMalloc(&prof, sizeof(long long) * kProfSlots * p.grid)) == cudaSuccess)
+    err = cudaMemsetAsync(prof, 0, sizeof(long long) * kProfSlots * p.grid, stream);
+  if (err == cudaSuccess) {
+    kernel<<<p.grid, p.threads, p.smem, stream>>>(d, w, a, p.tile, p.rows, p.xs_stride, p.w_shared, pipeline,
+                                                  segments, prefetch, product_flags, ring, confs, tiles_taken, prof,
+                                                  wg_w);
+    err = cudaGetLastError();
+  }
+  if constexpr (sizeof(T) == 4) {
+    if (n_biased > 0) {  // (taken back whatever happened above; the first error is returned)
+      for (T* s : stores) {
+        const cudaError_t e = shift_storage_bits(s, n_biased, -0x1000, stream);
+        if (err == cudaSuccess) err = e;
+      }
+    }
+  }
+  if (err != cudaSuccess || !profile) {
+    if (prof) cudaFree(prof);
+    return err;
+  }
   std::vector<long long> h(size_t(kProfSlots) * p.grid);
   if ((err = cudaMemcpyAsync(h.data(), prof, h.size() * sizeof(long long), cudaMemcpyDeviceToHost, stream)) !=
       cudaSuccess)

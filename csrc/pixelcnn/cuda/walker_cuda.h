@@ -39,10 +39,11 @@ struct Plan {
 };
 
 // mode: the walk it is for (WalkArgs::mode; -1 when unknown), which can change the CTA size.
-// wgmma_ok = false: not on the wgmma passes (NAQS_PIXELCNN_WGMMA=1), whose walks expect
-// activations stored by themselves (WalkArgs::kept_storage).
+// kept_storage: a connected walk over the sampler's kept activations (WalkArgs::kept_storage),
+// which the wgmma passes (NAQS_PIXELCNN_WGMMA=1) take only in the biased-storage mode
+// (NAQS_PIXELCNN_WG_ROUND=3, walk() biases the storage for the walk).
 template <typename T>
-cudaError_t plan(const Dims& dims, int64_t n_jobs, Plan* out, int mode = -1, bool wgmma_ok = true);
+cudaError_t plan(const Dims& dims, int64_t n_jobs, Plan* out, int mode = -1, bool kept_storage = false);
 
 // Runs every job of `args` on `stream`; `scratch` has plan.scratch_bytes bytes.
 template <typename T>
