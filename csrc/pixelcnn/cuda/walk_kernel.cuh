@@ -269,8 +269,8 @@ struct Ctx {
   // rounds it as rna_bits does, and the exact readers take it back (tf32_unbias: the
   // residuals in finish_wg, the output layer in row_out; block 0's mma.sync product
   // takes v_0 without its own rna_bits). A walk's storage is then in this form: the
-  // connected walks that read it run on this instance too (same plan conditions), and
-  // never on storage kept by the sampler (WalkArgs::kept_storage).
+  // connected walks that read it run on this instance too (same plan conditions);
+  // storage kept by the sampler (WalkArgs::kept_storage) is biased by walk() for the walk.
   int wg_round = 2;
   T* hcur;         // [tile][C]            h_{L-1} at the current site (kSample; else empty)
   T* wsm;          // [Kmax][WS]           the pass's weights (null: read them from global)
