@@ -367,11 +367,10 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
     return err;
   }
   std::vector<long long> h(size_t(kProfSlots) * p.grid);
-  if ((err = cudaMemcpyAsync(h.data(), prof, h.size() * sizeof(long long), cudaMemcpyDeviceToHost, stream)) !=
-      cudaSuccess)
-    return err;
-  if ((err = cudaStreamSynchronize(stream)) != cudaSuccess) return err;
+  err = cudaMemcpyAsync(h.data(), prof, h.size() * sizeof(long long), cudaMemcpyDeviceToHost, stream);
+  if (err == cudaSuccess) err = cudaStreamSynchronize(stream);
   cudaFree(prof);
+  if (err != cudaSuccess) return err;
   double sum[kProfSlots] = {0};
   for (int b = 0; b < p.grid; ++b)
     for (int q = 0; q < kProfSlots; ++q) sum[q] += double(h[size_t(b) * kProfSlots + q]) / p.grid;
