@@ -21,6 +21,7 @@
 #include <cstdlib>
 
 #include "../conditional.h"
+#include "walk_layout.h"
 #include "walker_cuda.h"
 
 namespace naqs {
@@ -31,19 +32,7 @@ namespace {
 
 constexpr int kThreads = 256;
 
-template <typename T>
-struct Member {
-  const int8_t* s;  // configuration walked [N] (spins_out row when sampling)
-  int8_t* s_w;      // writable row when sampling, else null
-  const double* u;  // uniforms [N] when sampling
-  T* hw;            // write buffer of h: [L][R][Lx][C]
-  T* vw;            // write buffer of v
-  const T* hp;      // storage of the unflipped sample (connected), [L][Ly][Lx][C]
-  const T* vp;
-  int64_t b, m;
-  int k, R, ups, valid;
-  double re, im;
-};
+// (Member: the per-job record of walk_layout.h, shared with the current kernel)
 
 template <typename T>
 struct Vec4 {
