@@ -502,8 +502,8 @@ def _skip_without_wgmma(device):
 
 @pytest.mark.parametrize("lx,ly,blocks", [(9, 6, 3), (12, 5, 4), (1, 7, 3), (23, 3, 2), (5, 4, 1)])
 def test_tf32_wgmma_passes(device, monkeypatch, capfd, lx, ly, blocks):
-    """On an sm_90a build and a 9.0 GPU, with NAQS_PIXELCNN_WGMMA=1, the TF32 row walks
-    of 32-channel networks run their blocks l > 0 on wgmma (pass_seg_wg: 64-row chunks of
+    """On an sm_90a build and a 9.0 GPU the TF32 row walks (NAQS_PIXELCNN_WGMMA=1, the
+    default there) of 32-channel networks run their blocks l > 0 on wgmma (pass_seg_wg: 64-row chunks of
     segment columns; warpgroup 0 multiplies and finishes, warpgroup 1 copies), block 0 as
     in the pipelined passes. Log psi, connected log psi (single flips of every site and
     pairs: light cones of all widths, chunks that span jobs, one-column lattices) and
@@ -512,9 +512,10 @@ def test_tf32_wgmma_passes(device, monkeypatch, capfd, lx, ly, blocks):
     stored biased by half a TF32 unit (NAQS_PIXELCNN_WG_ROUND=3) the MMAs round their
     operands as the pipelined passes' do and every exact reader takes the stored value
     back: as close to float64 as those (one block: only block 0's passes and the output
-    layer read the biased values)."""
+    layer read the biased values); that is the default, without either switch."""
     _skip_without_wgmma(device)
     monkeypatch.setenv("NAQS_PIXELCNN_MATH", "tf32")
+    monkeypatch.setenv("NAQS_PIXELCNN_WG_ROUND", "2")
     model = _model(lx, ly, blocks, 32, torch.float32, device, None, scale=0.3)
     model64 = _model(lx, ly, blocks, 32, torch.float64, device, None, scale=0.3)
     model64.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
@@ -525,7 +526,10 @@ def test_tf32_wgmma_passes(device, monkeypatch, capfd, lx, ly, blocks):
     c64 = ops.connected_log_psi(model64, spins, flips, counts)
 
     def walks(wgmma):
-        monkeypatch.setenv("NAQS_PIXELCNN_WGMMA", wgmma)
+        if wgmma is None:
+            monkeypatch.delenv("NAQS_PIXELCNN_WGMMA", raising=False)
+        else:
+            monkeypatch.setenv("NAQS_PIXELCNN_WGMMA", wgmma)
         return _profiled_walks(monkeypatch, capfd, model, spins, flips, counts)
 
     prof_wg, lp_wg, c_wg = walks("1")
@@ -551,7 +555,7 @@ def test_tf32_wgmma_passes(device, monkeypatch, capfd, lx, ly, blocks):
         return ((e - e_ref).abs() / e_ref.abs().clamp_min(1e-12)).max().item()
 
     e_wg, e_pipe = e_err("1"), e_err("0")
-    # every activation stored rounded to TF32 (the default rounding of these passes): a
+    # every activation stored rounded to TF32 (NAQS_PIXELCNN_WG_ROUND=2): a
     # larger TF32 error than the pipelined passes' (run 115: 2.5-4.6x in the precision
     # table, 3.5x here at 9x6/3); operands rounded after each copy instead
     # (NAQS_PIXELCNN_WG_ROUND=1, slower): within 3x
@@ -570,19 +574,25 @@ def test_tf32_wgmma_passes(device, monkeypatch, capfd, lx, ly, blocks):
     assert cerr_wg3 <= 2 * cerr_pipe + 1e-6, (cerr_wg3, cerr_pipe)
     e_wg3 = e_err("1")
     assert e_wg3 <= 2 * e_pipe + 1e-6, (e_wg3, e_pipe)
+    # the default: the same walks bitwise
+    monkeypatch.delenv("NAQS_PIXELCNN_WG_ROUND")
+    prof_def, lp_def, c_def = walks(None)
+    assert "threads=256 pipe=2" in prof_def
+    assert torch.equal(lp_def, lp_wg3) and torch.equal(c_def, c_wg3)
 
 
 def test_tf32_wgmma_not_on_kept_activations(device, monkeypatch, capfd):
-    """The wgmma passes store their activations rounded to TF32 and read them as such; the
-    sampler's kept activations (keep_activations=True, the VMC driver's path) are exact
+    """With activations stored rounded (NAQS_PIXELCNN_WG_ROUND=2) the wgmma passes read
+    them as such; the sampler's kept activations (keep_activations=True, the VMC driver's path) are exact
     values, so connected walks from them stay on the pipelined passes even with
     NAQS_PIXELCNN_WGMMA=1 (the profile line says which ran), and agree with the walks
-    that run their own forward walk to TF32 rounding. In the biased-storage mode
-    (NAQS_PIXELCNN_WG_ROUND=3) they run on the wgmma passes, the kept storage biased for
-    the walk and bitwise as it was after it."""
+    that run their own forward walk to TF32 rounding. In the biased-storage mode (WG_ROUND=3,
+    the default) they run on the wgmma passes, the kept storage biased for the walk and
+    bitwise as it was after it."""
     _skip_without_wgmma(device)
     monkeypatch.setenv("NAQS_PIXELCNN_MATH", "tf32")
     monkeypatch.setenv("NAQS_PIXELCNN_WGMMA", "1")
+    monkeypatch.setenv("NAQS_PIXELCNN_WG_ROUND", "2")
     model = _model(9, 6, 3, 32, torch.float32, device, None, scale=0.3)
     n = model.n_sites
     spins, _, cache = ops.pixelcnn_sample(model, _uniforms(64, n, device), keep_activations=True)

@@ -261,7 +261,8 @@ struct Ctx {
   float* wg_b = nullptr;
   float* wg_a = nullptr;
   const float* wg_w = nullptr;
-  // kWG: how the MMAs' operands become TF32 values (they ignore the 13 low mantissa bits):
+  // kWG: how the MMAs' operands become TF32 values (they ignore the 13 low mantissa bits;
+  // walk(), NAQS_PIXELCNN_WG_ROUND, default 3):
   // 2 every activation this instance stores is rounded to TF32 (so the copies are);
   // 1 the copied operands are rounded in shared memory once landed (round_wg); 0 not
   // at all (truncated: products biased toward zero; A/B only); 3 every activation is
@@ -271,7 +272,7 @@ struct Ctx {
   // takes v_0 without its own rna_bits). A walk's storage is then in this form: the
   // connected walks that read it run on this instance too (same plan conditions);
   // storage kept by the sampler (WalkArgs::kept_storage) is biased by walk() for the walk.
-  int wg_round = 2;
+  int wg_round = 3;
   T* hcur;         // [tile][C]            h_{L-1} at the current site (kSample; else empty)
   T* wsm;          // [Kmax][WS]           the pass's weights (null: read them from global)
   T* raw;          // [tile][out_chunk][4] raw outputs of a chunk of a row (row walk)
@@ -1883,7 +1884,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
       cx.wg_b = reinterpret_cast<float*>(smem_raw);
       cx.wg_a = cx.wg_b + kWgBElems;
       cx.wg_w = wg_w;
-      cx.wg_round = ((product_flags >> 6) & 3) ^ 2;  // (walk(): the mode ^ 2, so that 0 is the default 2)
+      cx.wg_round = (product_flags >> 6) & 3;
       T* const wg_end = reinterpret_cast<T*>(smem_raw) + wg_region_elems();
       if (wg_end > cx.hcur) cx.hcur = wg_end;
     }

@@ -57,12 +57,13 @@ bool bulk_weights() {
 }
 
 // NAQS_PIXELCNN_WG_ROUND (Ctx::wg_round): how the wgmma passes' operands become TF32
-// values. Default 2: every activation stored rounded; 1: the copied operands rounded in
-// shared memory (round_wg); 3: every activation stored biased by half a TF32 unit, which
-// the exact readers subtract; 0: not at all, the MMAs truncate them (A/B only).
+// values. Default 3: every activation stored biased by half a TF32 unit, which the exact
+// readers subtract (the pipelined passes' precision, run 117); 2: every activation stored
+// rounded (2.5-4.6x the error, run 115); 1: the copied operands rounded in shared memory
+// (round_wg, slower); 0: not at all, the MMAs truncate them (A/B only).
 int wg_round_mode() {
   const char* env = std::getenv("NAQS_PIXELCNN_WG_ROUND");
-  return env && env[0] >= '0' && env[0] <= '3' ? env[0] - '0' : 2;
+  return env && env[0] >= '0' && env[0] <= '3' ? env[0] - '0' : 3;
 }
 
 // pipe: Plan::pipe (1: pass_seg_pipe, 2: pass_seg_wg, compiled only for sm_90a).
@@ -150,18 +151,19 @@ cudaError_t plan(const Dims& d, int64_t n_jobs, Plan* out, int mode, bool kept_s
   const char* pl_env = std::getenv("NAQS_PIXELCNN_PIPELINE");
   p.pipe = b_regs && p.threads == 256 && mode >= 0 && mode != kSample && !(ov_env && ov_env[0] == '0') &&
            !(sg_env && sg_env[0] == '0') && !(pl_env && pl_env[0] == '1');
-  // ... or, on request (NAQS_PIXELCNN_WGMMA=1), on wgmma (pass_seg_wg) where this build
-  // has it and the GPU is a 9.0 one: not the default, slower at 12x12 (runs 109-113).
-  // Connected walks over the sampler's kept activations (exact values, which these
-  // passes' MMAs would truncate) only with the storage biased for the walk (walk(),
-  // NAQS_PIXELCNN_WG_ROUND=3).
+  // ... or on wgmma (pass_seg_wg) where this build has it and the GPU is a 9.0 one, with
+  // the activations stored biased (NAQS_PIXELCNN_WG_ROUND=3): the pipelined passes'
+  // precision, local energies 3% faster at 12x12/10/1000 and 10% at 21x21/20/256 (run
+  // 117); NAQS_PIXELCNN_WGMMA=0: pass_seg_pipe (A/B). Connected walks over the sampler's
+  // kept activations (exact values, which these passes' MMAs would truncate) only with
+  // the storage biased for the walk (walk(), WG_ROUND=3).
 #ifdef NAQS_WGMMA
   if (p.pipe && (!kept_storage || wg_round_mode() == 3)) {
     const char* wg_env = std::getenv("NAQS_PIXELCNN_WGMMA");
     int major = 0, minor = 0;
     if ((err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev)) != cudaSuccess) return err;
     if ((err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev)) != cudaSuccess) return err;
-    if (major == 9 && minor == 0 && wg_env && wg_env[0] == '1') p.pipe = 2;
+    if (major == 9 && minor == 0 && !(wg_env && wg_env[0] == '0')) p.pipe = 2;
   }
 #endif
   p.xs_stride = xs_stride_of(d);
@@ -312,7 +314,7 @@ cudaError_t walk(const Dims& d, const Weights<T>& w, const WalkArgs<T>& a, const
   const char* b0_env = std::getenv("NAQS_PIXELCNN_BLOCK0");
   const int block0_window = b0_env && std::string(b0_env) == "window" ? 1 : 0;
   const int wg_round = wg_round_mode();
-  const int product_flags = wide_v | tile_map << 1 | block0_window << 5 | (wg_round ^ 2) << 6;
+  const int product_flags = wide_v | tile_map << 1 | block0_window << 5 | wg_round << 6;
   const char* env = std::getenv("NAQS_PIXELCNN_PROFILE");
   const auto kernel = kernel_for<T>(p.threads, d.channels, math, p.pipe);
   // pass_seg_wg reads every block's weights packed for wgmma ([K / 4][C][4] a branch,
