@@ -615,7 +615,10 @@ def test_tf32_wgmma_not_on_kept_activations(device, monkeypatch, capfd):
     kept3_profile = capfd.readouterr().err
     monkeypatch.delenv("NAQS_PIXELCNN_PROFILE")
     assert "pipe=2 mode=2" in kept3_profile
-    assert torch.equal(cache.store_h, before[0]) and torch.equal(cache.store_v, before[1])
+    # bitwise (as integers: slots the sampler never writes, e.g. the last row's v, hold
+    # whatever the allocator gave, NaN patterns included, and NaN != NaN)
+    assert torch.equal(cache.store_h.view(torch.int32), before[0].view(torch.int32))
+    assert torch.equal(cache.store_v.view(torch.int32), before[1].view(torch.int32))
     # as close to float64 as the pipelined passes' (same operand rounding, exact storage)
     model64 = _model(9, 6, 3, 32, torch.float64, device, None, scale=0.3)
     model64.load_state_dict({k: v.double() for k, v in model.state_dict().items()})

@@ -1118,6 +1118,23 @@ struct Ctx {
     while (n > 1 && n + 2 * (by_nx.div(p0 + n - 1) - j0 + 1) > cols) --n;
     return n;
   }
+  // The same, counted directly (the wgmma passes; by_nx2 divides by nx + 2). The columns
+  // of n pairs grow with n: the first job's pairs from q0 and 2 halo columns, nx + 2 for
+  // each whole job after it, a partial last job's pairs and 2; so the largest n that
+  // fits follows from cols. The loop above, one pair off at a time with a division each,
+  // was 10% of the wgmma walks' instructions (run 120); in the 128-register instances the
+  // direct count's registers cost spills.
+  __device__ static int seg_chunk_direct(int p0, int npairs, int nx, const FastDiv& by_nx, const FastDiv& by_nx2,
+                                         int max_rows, int cols) {
+    const int n = min(max_rows, npairs - p0);
+    const int n0 = nx - (p0 - by_nx.div(p0) * nx);  // pairs left in the first job
+    int fit = cols - 2;
+    if (n0 + 2 < cols) {
+      const int rest = cols - (n0 + 2), whole = by_nx2.div(rest), part = rest - whole * (nx + 2);
+      fit = n0 + whole * nx + max(part - 2, 0);
+    }
+    return max(1, min(n, fit));
+  }
 
   // Issues the cp.async copies of the segments of pairs p0 .. p0+nr-1 into buf. One
   // thread per piece of up to 4 16-byte units of one column part (h: [h_{l-1} | v_l],
@@ -1657,7 +1674,7 @@ struct Ctx {
     for (int e = threadIdx.x; e < kBUnits; e += nthreads) cp_async<16>(wg_b + 4 * e, Wp + 4 * e, w.bo);
     __syncthreads();
     tick(15, t0);
-    int p0 = 0, nr = seg_chunk(0, npairs, nx, by_nx, kWgRows, kWgCols);
+    int p0 = 0, nr = seg_chunk_direct(0, npairs, nx, by_nx, by_nx2, kWgRows, kWgCols);
     gather_wg(kH, xb, nx, by_nx, by_nx2, 0, nr, wg_a, threadIdx.x, nthreads);
     cp_async_commit();
     cp_async_wait_all();
@@ -1676,7 +1693,7 @@ struct Ctx {
     for (;;) {
       float* buf = wg_a + cur * kWgABuf;
       const int p1 = p0 + nr;
-      const int nr1 = p1 < npairs ? seg_chunk(p1, npairs, nx, by_nx, kWgRows, kWgCols) : 0;
+      const int nr1 = p1 < npairs ? seg_chunk_direct(p1, npairs, nx, by_nx, by_nx2, kWgRows, kWgCols) : 0;
       if (mma_wg) {
         const unsigned long long da0 = wgmma_desc(smem_u32(buf), kWgSL * 16, 128);
         float acc[16];
@@ -1850,7 +1867,7 @@ __global__ void __launch_bounds__(kThr, 1) walk_kernel(Dims d_in,         // lat
                 : 0;
   if (cx.ncol < 8) cx.ncol = 0;
   // product_flags (walk()): bit 0 wide vertical chunks, bits 1-2 the tile map, bit 5
-  // block 0 of the pipelined passes by windows, bits 6-7 2 - the wgmma passes' rounding
+  // block 0 of the pipelined passes by windows, bits 6-7 the wgmma passes' rounding
   // mode (Ctx::wg_round)
   if constexpr (kPipe) {
     cx.block0_seg = !((product_flags >> 5) & 1);
